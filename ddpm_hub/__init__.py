@@ -1,0 +1,3 @@
+"""ddpm_hub: the DDPM math of the study notes as diffusers-compatible, shareable models."""
+
+__version__ = "0.1.0"
