@@ -1,0 +1,645 @@
+"""DDPM scheduler: the notes' forward process q(x_t|x_0) and posterior q(x_{t-1}|x_t,x_0), as a drop-in for
+`diffusers.DDPMScheduler`.
+
+Notation (notes 001 and 002; diffusers' 0-based timesteps, so diffusers' t is the notes' t+1):
+
+    beta_t                  noise added at step t            q(x_t|x_{t-1}) = N(sqrt(1-beta_t) x_{t-1}, beta_t I)
+    alpha_t = 1 - beta_t
+    alphas_cumprod[t]       abar_t = prod_{i<=t} alpha_i
+    q(x_t|x_0)              = N(sqrt(abar_t) x_0, (1-abar_t) I)                       (note 001, 特性2)
+    q(x_{t-1}|x_t,x_0)      = N(coef_x0 x_0 + coef_xt x_t, tilde-beta_t I)             (note 001, 逆向过程)
+        coef_x0             = sqrt(abar_{t-1}) beta_t / (1-abar_t)
+        coef_xt             = sqrt(alpha_t) (1-abar_{t-1}) / (1-abar_t)
+        tilde-beta_t        = (1-abar_{t-1}) / (1-abar_t) * beta_t
+
+Slips in the notes that this file does *not* copy (learners read both side by side):
+  * note 000 (二、1、扩散过程) writes X_t = sqrt(1-beta_t) X_{t-1} + beta_t z; the noise scale is sqrt(beta_t).
+  * note 001 (逆向过程) writes "beta_t = (1-abar_{t-1})/(1-abar_t) * beta_t"; the left side is tilde-beta_t.
+  * note 002 (逆向过程的符号表示) gives the variance of q(x_{t-1}|x_t,x_0) as
+    alpha_t/(1-alpha_t) + 1/(1-abar_{t-1}); that sum is the *precision* 1/tilde-beta_t, not the variance.
+
+Deliberate differences from diffusers 0.42 (everything else matches to float32 round-off):
+  * `fixed_large_log` gives NaN in diffusers (it takes the square root of log(beta_t), their issue 14569);
+    here it samples with std = exp(0.5 log beta_t), i.e. the same result as `fixed_large`.
+  * `step` also takes a (B,) tensor of per-sample timesteps (diffusers cannot: their issue 1784).
+  * `add_noise` / `get_velocity` compute in float32 (float64 for float64 inputs) and cast at the end, so
+    bf16/fp16 inputs keep the precision of the coefficients (diffusers casts abar_t to the input dtype first).
+  * bad input (unknown option, out-of-range or unknown timestep, wrong channel count) raises a ValueError
+    naming the input and the allowed values, where diffusers raises later or from inside torch.
+  * per-step coefficients are computed once per `set_timesteps` (vectorised, same float32 arithmetic, so the
+    same bits) and looked up per step; diffusers rebuilds them from 0-d tensors at every step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace")
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+
+# diffusers clamps the posterior variance at this floor before taking its log (it is 0 at t = 0).
+_MIN_VARIANCE = 1e-20
+# marks a timestep that is not in the current sampling schedule
+_NOT_SCHEDULED = -2
+
+
+@dataclass
+class DDPMSchedulerOutput(BaseOutput):
+    """Output of `DDPMScheduler.step`.
+
+    Args:
+        prev_sample: x_{t-1}, shape (B, C, H, W): the next model input in the denoising loop.
+        pred_original_sample: the model's estimate of x_0, shape (B, C, H, W) (after clipping/thresholding).
+    """
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor | None = None
+
+
+@dataclass
+class ReverseDistribution(BaseOutput):
+    """The model's reverse step p_theta(x_{t-1}|x_t) = N(mean, exp(log_variance)) (note 001, 逆向过程).
+
+    Args:
+        mean: mu_theta(x_t, t), shape (B, C, H, W).
+        log_variance: log Sigma_theta(x_t, t), broadcastable to (B, C, H, W).
+        pred_original_sample: the x_0 estimate the mean was built from, shape (B, C, H, W).
+    """
+
+    mean: torch.Tensor
+    log_variance: torch.Tensor
+    pred_original_sample: torch.Tensor
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
+
+
+def make_betas(
+    num_train_timesteps: int,
+    beta_start: float,
+    beta_end: float,
+    beta_schedule: str,
+    trained_betas: np.ndarray | list[float] | None = None,
+    rescale_betas_zero_snr: bool = False,
+) -> torch.Tensor:
+    """The noise schedule beta_0..beta_{T-1}, float32 tensor of shape (T,), with diffusers' schedule names.
+
+    linear: evenly spaced (DDPM); scaled_linear: evenly spaced in sqrt(beta) (latent diffusion);
+    squaredcos_cap_v2: abar(t) = cos^2((t/T + 0.008)/1.008 * pi/2) (Improved DDPM, eq. 17), beta capped at 0.999;
+    laplace: the Laplace noise schedule (as diffusers); sigmoid: sigmoid(linspace(-6, 6)) rescaled to
+    [beta_start, beta_end] (GeoDiff). Each is built in float32 the way diffusers builds it, so the betas (and
+    every table derived from them) are bit-equal to diffusers': a model trained with diffusers saw these values.
+    """
+    T = num_train_timesteps
+    if trained_betas is not None:
+        betas = torch.tensor(np.asarray(trained_betas, dtype=np.float64), dtype=torch.float32)
+        if betas.ndim != 1 or len(betas) != T:
+            raise ValueError(f"trained_betas must be a 1-D list of num_train_timesteps={T} values, "
+                             f"got shape {tuple(betas.shape)}")
+    elif beta_schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
+    elif beta_schedule == "scaled_linear":
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
+    elif beta_schedule in ("squaredcos_cap_v2", "laplace"):
+        betas = torch.from_numpy(_betas_for_alpha_bar(T, beta_schedule)).float()
+    elif beta_schedule == "sigmoid":
+        betas = torch.sigmoid(torch.linspace(-6, 6, T)) * (beta_end - beta_start) + beta_start
+    else:
+        _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
+    if rescale_betas_zero_snr:
+        betas = rescale_zero_terminal_snr(betas)
+    if bool((betas <= 0).any()) or bool((betas > 1).any()):
+        raise ValueError("betas must lie in (0, 1]; check beta_start, beta_end and trained_betas")
+    return betas
+
+
+def _alpha_bar_fn(schedule: str, t: float) -> float:
+    if schedule == "squaredcos_cap_v2":
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    # laplace: log-SNR follows a Laplace distribution's quantile function
+    lmb = -0.5 * math.copysign(1, 0.5 - t) * math.log(1 - 2 * math.fabs(0.5 - t) + 1e-6)
+    snr = math.exp(lmb)
+    return math.sqrt(snr / (1 + snr))
+
+
+def _betas_for_alpha_bar(num_train_timesteps: int, schedule: str, max_beta: float = 0.999) -> np.ndarray:
+    """beta_t = 1 - abar((t+1)/T) / abar(t/T), capped at max_beta (Improved DDPM, sec. 3.2), in float64."""
+    T = num_train_timesteps
+    return np.array([min(1 - _alpha_bar_fn(schedule, (i + 1) / T) / _alpha_bar_fn(schedule, i / T), max_beta)
+                     for i in range(T)])
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Shift and scale sqrt(abar_t) so that abar_{T-1} = 0 (zero terminal SNR) while abar_0 is unchanged.
+
+    "Common Diffusion Noise Schedules and Sample Steps are Flawed" (Lin et al. 2023), Algorithm 1.
+    """
+    sqrt_abar = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
+    sqrt_abar = (sqrt_abar - last) * (first / (first - last))
+    abar = sqrt_abar**2
+    alphas = torch.cat([abar[0:1], abar[1:] / abar[:-1]])
+    return 1 - alphas
+
+
+def _step_tables(alphas_cumprod: torch.Tensor, prev_timesteps: np.ndarray) -> dict[str, torch.Tensor]:
+    """Per-timestep coefficients of one reverse step t -> prev_t, CPU tensors of shape (T,) in the dtype of
+    `alphas_cumprod`.
+
+    `prev_timesteps[t]` is the timestep the sampler jumps to from t (-1: to x_0). For skipped steps beta_t is
+    the effective 1 - abar_t/abar_prev, as in diffusers (DDPM on a sub-sequence of timesteps). In float32 the
+    operations run in diffusers' order, so each entry is bit-equal to what diffusers' `step` computes from
+    0-d float32 tensors (float32 +, -, *, / and sqrt are correctly rounded, vectorised or not); in float64
+    they give the exact tables used for likelihoods.
+    """
+    abar = alphas_cumprod
+    prev = torch.from_numpy(prev_timesteps)
+    abar_prev = torch.where(prev >= 0, abar[prev.clamp(min=0)], torch.ones_like(abar))
+    beta_prod, beta_prod_prev = 1 - abar, 1 - abar_prev
+    alpha = abar / abar_prev  # alpha_t of the (possibly skipping) step
+    beta = 1 - alpha
+    # note 001, 逆向过程: tilde-beta_t = (1-abar_{t-1})/(1-abar_t) beta_t, floored at 1e-20 as in diffusers
+    posterior_variance = torch.clamp(beta_prod_prev / beta_prod * beta, min=_MIN_VARIANCE)
+    log_posterior_variance = torch.log(posterior_variance)
+    return {
+        "sqrt_abar": abar**0.5,
+        "sqrt_one_minus_abar": beta_prod**0.5,
+        # note 001, 逆向过程: tilde-mu(x_t, x_0) = coef_x0 x_0 + coef_xt x_t
+        "coef_x0": (abar_prev**0.5 * beta) / beta_prod,
+        "coef_xt": alpha**0.5 * beta_prod_prev / beta_prod,
+        "beta": beta,
+        "log_beta": torch.log(beta),
+        "posterior_variance": posterior_variance,
+        "log_posterior_variance": log_posterior_variance,
+        "std_small": posterior_variance**0.5,
+        "std_small_log": torch.exp(0.5 * log_posterior_variance),
+        "std_large": beta**0.5,
+    }
+
+
+class DDPMScheduler(SchedulerMixin, ConfigMixin):
+    """Denoising diffusion probabilistic model scheduler (Ho et al. 2020), with the same config keys, defaults
+    and outputs as `diffusers.DDPMScheduler`, so `scheduler_config.json` files load in either class.
+
+    Args (all as in diffusers):
+        num_train_timesteps: T, the number of forward steps the model was trained with.
+        beta_start, beta_end: first and last beta for the linear/scaled_linear/sigmoid schedules.
+        beta_schedule: "linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid" (or diffusers' "laplace").
+        trained_betas: explicit betas (length T), overriding the schedule.
+        variance_type: the reverse-step variance Sigma_theta (note 001, 逆向过程 step 2):
+            "fixed_small" tilde-beta_t, "fixed_large" beta_t (both untrained, DDPM), their "_log" variants
+            (same values, computed through the log), "learned" (the model's extra C channels are the variance,
+            diffusers' convention) and "learned_range" (Improved DDPM eq. 15: the extra channels v in [-1, 1]
+            interpolate log tilde-beta_t and log beta_t).
+        clip_sample, clip_sample_range: clamp the x_0 estimate to [-range, range].
+        prediction_type: what the model predicts: "epsilon" (the noise z, note 001 训练), "sample" (x_0) or
+            "v_prediction" (v = sqrt(abar_t) z - sqrt(1-abar_t) x_0, Salimans & Ho 2022).
+        thresholding, dynamic_thresholding_ratio, sample_max_value: Imagen's dynamic thresholding of x_0.
+        timestep_spacing, steps_offset: how `set_timesteps` picks a sub-sequence (Lin et al. 2023, Table 2).
+        rescale_betas_zero_snr: rescale betas so that abar_{T-1} = 0.
+
+    Attributes: `betas`, `alphas`, `alphas_cumprod` (float32, shape (T,)), `timesteps` (int64, descending),
+    `posterior_variance`, `posterior_log_variance_clipped`, `posterior_mean_coef1`, `posterior_mean_coef2`
+    (float32, shape (T,), for the full T-step chain).
+    """
+
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace"] = "linear",
+        trained_betas: np.ndarray | list[float] | None = None,
+        variance_type: Literal[
+            "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"
+        ] = "fixed_small",
+        clip_sample: bool = True,
+        prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        clip_sample_range: float = 1.0,
+        sample_max_value: float = 1.0,
+        timestep_spacing: Literal["linspace", "leading", "trailing"] = "leading",
+        steps_offset: int = 0,
+        rescale_betas_zero_snr: bool = False,
+    ):
+        _check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        if trained_betas is None:
+            _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
+        if int(num_train_timesteps) < 1:
+            raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
+
+        betas = make_betas(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
+        )
+        # abar_t = prod_{i<=t} (1 - beta_i), taken in float32 from the float32 betas exactly as diffusers does:
+        # models trained with diffusers saw these values, and bit-equal tables keep a 1000-step sampling run
+        # within 1e-6 of diffusers (a float64 product drifts ~2e-6 over the run). Every coefficient derived
+        # from abar_t below is computed in float64 from these values and rounded once.
+        self.betas = betas
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.one = torch.tensor(1.0)
+        self.init_noise_sigma = 1.0
+        self.variance_type = variance_type
+
+        # the full T-step chain (prev_t = t - 1) in float64: training, likelihood and the public q/p methods
+        self._chain = _step_tables(self.alphas_cumprod.double(), np.arange(num_train_timesteps) - 1)
+        self.posterior_variance = self._chain["posterior_variance"].float()
+        self.posterior_variance[0] = 0.0  # exactly 0 at t=0; the tables keep diffusers' 1e-20 floor for logs
+        # log tilde-beta_t with t=0 replaced by t=1 (tilde-beta_0 = 0): Improved DDPM's "clipped" log variance
+        clipped = self._chain["log_posterior_variance"].clone()
+        clipped[0] = clipped[1] if num_train_timesteps > 1 else clipped[0]
+        self._chain["log_posterior_variance_clipped"] = clipped
+        self.posterior_log_variance_clipped = clipped.float()
+        self.posterior_mean_coef1 = self._chain["coef_x0"].float()
+        self.posterior_mean_coef2 = self._chain["coef_xt"].float()
+
+        self.custom_timesteps = False
+        self.num_inference_steps = None
+        self.timesteps = torch.from_numpy(np.arange(0, num_train_timesteps)[::-1].copy())
+        self._use_tables(np.arange(num_train_timesteps) - 1)
+
+    # ------------------------------------------------------------------ tables
+    def _use_tables(self, prev_timesteps: np.ndarray) -> None:
+        """Install the step tables for a prev-timestep map (T entries; _NOT_SCHEDULED where t is not used)."""
+        self._prev_timesteps = prev_timesteps
+        self._tables = _step_tables(self.alphas_cumprod, prev_timesteps)  # float32, diffusers' arithmetic
+        # python floats for the scalar-timestep fast path (no tensor indexing per step)
+        self._scalar_tables = {name: table.tolist() for name, table in self._tables.items()}
+        self._tensor_cache: dict[tuple, torch.Tensor] = {}
+
+    def _table_tensor(self, table: dict[str, torch.Tensor], name: str, device, dtype) -> torch.Tensor:
+        key = (id(table), name, str(device), dtype)
+        cached = self._tensor_cache.get(key)
+        if cached is None:
+            cached = table[name].to(device=device, dtype=dtype)
+            self._tensor_cache[key] = cached
+        return cached
+
+    def _gather(self, table: dict[str, torch.Tensor], name: str, timesteps: torch.Tensor, like: torch.Tensor):
+        """table[name][timesteps] as a (B, 1, ..., 1) tensor that broadcasts against `like` (B, C, H, W).
+
+        Computes in float32, or float64 for float64 `like`: low-precision inputs are upcast by the caller.
+        """
+        dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+        values = self._table_tensor(table, name, like.device, dtype)[timesteps.to(like.device)]
+        return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def _check_train_timesteps(self, timesteps: torch.Tensor, batch: int, name: str = "timesteps") -> torch.Tensor:
+        timesteps = torch.as_tensor(timesteps)
+        if timesteps.is_floating_point() or timesteps.is_complex():
+            raise ValueError(f"{name} must be an integer tensor, got dtype {timesteps.dtype}")
+        timesteps = timesteps.reshape(-1).long()
+        if timesteps.numel() not in (1, batch):
+            raise ValueError(f"{name} must have shape ({batch},) or be a scalar, got {tuple(timesteps.shape)}")
+        low, high = int(timesteps.min()), int(timesteps.max())
+        if low < 0 or high >= self.config.num_train_timesteps:
+            raise ValueError(
+                f"{name} must lie in [0, {self.config.num_train_timesteps - 1}], got values in [{low}, {high}]"
+            )
+        return timesteps
+
+    # ------------------------------------------------------------- sampling API
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
+        """DDPM needs no input scaling; kept for interchangeability with other schedulers."""
+        return sample
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[int] | None = None,
+    ) -> None:
+        """Choose the descending timesteps the sampling loop visits, and precompute each step's coefficients.
+
+        Args:
+            num_inference_steps: how many steps, spaced by `config.timestep_spacing` (+ `steps_offset` for
+                "leading"), exactly as diffusers spaces them.
+            device: where `self.timesteps` lives.
+            timesteps: custom strictly descending timesteps in [0, num_train_timesteps).
+        """
+        T = self.config.num_train_timesteps
+        if num_inference_steps is not None and timesteps is not None:
+            raise ValueError("pass either num_inference_steps or timesteps to set_timesteps, not both")
+        if timesteps is not None:
+            schedule = np.asarray(list(timesteps), dtype=np.int64)
+            if schedule.ndim != 1 or len(schedule) == 0:
+                raise ValueError("timesteps must be a non-empty list of integers")
+            if np.any(np.diff(schedule) >= 0):
+                raise ValueError(f"timesteps must be strictly descending, got {schedule.tolist()}")
+            if schedule[0] >= T or schedule[-1] < 0:
+                raise ValueError(f"timesteps must lie in [0, {T - 1}], got {schedule.tolist()}")
+            self.custom_timesteps = True
+            self.num_inference_steps = len(schedule)
+        else:
+            if num_inference_steps is None:
+                raise ValueError("set_timesteps needs num_inference_steps or timesteps")
+            if not 1 <= int(num_inference_steps) <= T:
+                raise ValueError(
+                    f"num_inference_steps must be between 1 and num_train_timesteps={T}, got {num_inference_steps}"
+                )
+            self.num_inference_steps = int(num_inference_steps)
+            self.custom_timesteps = False
+            schedule = self._spaced_timesteps(self.num_inference_steps)
+        prev = np.full(T, _NOT_SCHEDULED, dtype=np.int64)
+        prev[schedule] = np.append(schedule[1:], -1)
+        self._use_tables(prev)
+        self.timesteps = torch.from_numpy(schedule).to(device)
+
+    def _spaced_timesteps(self, n: int) -> np.ndarray:
+        """diffusers' spacings ("linspace", "leading", "trailing"; Lin et al. 2023, Table 2)."""
+        T, spacing = self.config.num_train_timesteps, self.config.timestep_spacing
+        if spacing == "linspace":
+            schedule = np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
+        elif spacing == "leading":
+            schedule = (np.arange(0, n) * (T // n)).round()[::-1].astype(np.int64) + self.config.steps_offset
+        else:  # trailing
+            schedule = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+        if schedule.max() >= T or schedule.min() < 0:
+            raise ValueError(
+                f"steps_offset={self.config.steps_offset} with num_inference_steps={n} gives timesteps outside "
+                f"[0, {T - 1}]; lower steps_offset or num_inference_steps"
+            )
+        return schedule.copy()
+
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
+        """The timestep the sampler goes to from `timestep`, read from `self.timesteps` (-1: x_0 is next)."""
+        if torch.is_tensor(timestep) and timestep.ndim > 0:
+            return torch.as_tensor(self._prev_timesteps, device=timestep.device)[timestep.long()]
+        prev = int(self._prev_timesteps[self._scheduled_index(timestep)])
+        return torch.tensor(prev) if torch.is_tensor(timestep) or self.num_inference_steps else prev
+
+    def _scheduled_index(self, timestep) -> int:
+        t = int(timestep)
+        if not 0 <= t < self.config.num_train_timesteps or self._prev_timesteps[t] == _NOT_SCHEDULED:
+            raise ValueError(
+                f"timestep {t} is not one of the scheduled timesteps; call set_timesteps and loop over "
+                f"scheduler.timesteps (first ones: {self.timesteps[:5].tolist()})"
+            )
+        return t
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+    ) -> DDPMSchedulerOutput | tuple:
+        """One reverse step: draw x_{t-1} ~ p_theta(x_{t-1}|x_t) (note 001, 逆向过程; note 004 sampling loop).
+
+        Args:
+            model_output: the model's output at (x_t, t), shape (B, C, H, W), or (B, 2C, H, W) for the
+                learned variance types (first C channels: the prediction; last C: the variance output).
+            timestep: t, an int / 0-d tensor, or a (B,) tensor of per-sample timesteps.
+            sample: x_t, shape (B, C, H, W).
+            generator: torch generator(s) for the noise, drawn exactly as diffusers draws it.
+            return_dict: return a `DDPMSchedulerOutput` (else a tuple).
+
+        Returns:
+            `DDPMSchedulerOutput(prev_sample=x_{t-1}, pred_original_sample=x_0 estimate)`.
+        """
+        model_output, predicted_variance = self._split_model_output(model_output, sample)
+        per_sample = torch.is_tensor(timestep) and timestep.ndim > 0
+        if per_sample:
+            t = self._check_train_timesteps(timestep, sample.shape[0], name="timestep")
+            for value in t.unique().tolist():
+                self._scheduled_index(value)
+            coef = lambda name: self._gather(self._tables, name, t, sample).to(sample.dtype)  # noqa: E731
+            adds_noise = bool((t > 0).any())
+        else:
+            index = self._scheduled_index(timestep)
+            coef = lambda name: self._scalar_tables[name][index]  # noqa: E731
+            adds_noise = index > 0
+
+        # 1-3. x_0 estimate from the model output (note 001: x_0 = (x_t - sqrt(1-abar_t) z) / sqrt(abar_t)),
+        #      then clipping or dynamic thresholding
+        pred_original_sample = self._predict_original_sample(model_output, sample, coef)
+        # 4-5. posterior mean tilde-mu(x_t, x_0) = coef_x0 x_0 + coef_xt x_t (note 001, 逆向过程)
+        prev_sample = pred_original_sample * coef("coef_x0") + sample * coef("coef_xt")
+
+        # 6. add sigma_t z, z ~ N(0, I), for t > 0 (diffusers draws z with the model output's shape and dtype)
+        if adds_noise:
+            noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device,
+                                 dtype=model_output.dtype)
+            std = self._std(coef, predicted_variance)
+            if per_sample:
+                std = std * (t > 0).reshape(-1, *([1] * (sample.ndim - 1))).to(sample.dtype)
+            prev_sample = prev_sample + std * noise
+
+        if not return_dict:
+            return (prev_sample, pred_original_sample)
+        return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+
+    def _split_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
+        """Split a (B, 2C, ...) learned-variance output into (prediction, variance output), diffusers-style."""
+        channels = sample.shape[1]
+        if self.variance_type in ("learned", "learned_range"):
+            if model_output.shape[1] != 2 * channels:
+                raise ValueError(
+                    f"variance_type={self.variance_type!r} needs a model output with 2*C={2 * channels} channels "
+                    f"(prediction + variance), got shape {tuple(model_output.shape)}"
+                )
+            model_output, predicted_variance = torch.split(model_output, channels, dim=1)
+        else:
+            predicted_variance = None
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output shape {tuple(model_output.shape)} does not match sample shape {tuple(sample.shape)}"
+            )
+        return model_output, predicted_variance
+
+    def _predict_original_sample(self, model_output: torch.Tensor, sample: torch.Tensor, coef) -> torch.Tensor:
+        """x_0 from the model output for each prediction_type, then clip or threshold it (same op order as
+        diffusers, so edge cases such as abar_t = 0 behave identically)."""
+        prediction_type = self.config.prediction_type
+        if prediction_type == "epsilon":
+            pred = (sample - coef("sqrt_one_minus_abar") * model_output) / coef("sqrt_abar")
+        elif prediction_type == "sample":
+            pred = model_output
+        else:  # v_prediction: x_0 = sqrt(abar_t) x_t - sqrt(1-abar_t) v
+            pred = coef("sqrt_abar") * sample - coef("sqrt_one_minus_abar") * model_output
+        if self.config.thresholding:
+            return self._threshold_sample(pred)
+        if self.config.clip_sample:
+            return pred.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
+        return pred
+
+    def _std(self, coef, predicted_variance: torch.Tensor | None):
+        """sigma_t of the reverse step for the configured variance_type."""
+        variance_type = self.variance_type
+        if variance_type == "fixed_small":
+            return coef("std_small")  # sqrt(tilde-beta_t)
+        if variance_type == "fixed_small_log":
+            return coef("std_small_log")  # exp(0.5 log tilde-beta_t): same value, diffusers' rounding
+        if variance_type in ("fixed_large", "fixed_large_log"):
+            return coef("std_large")  # sqrt(beta_t); diffusers' fixed_large_log gives NaN here
+        if variance_type == "learned":
+            return predicted_variance**0.5  # diffusers' convention: the output is the variance itself
+        # learned_range (Improved DDPM eq. 15): log sigma^2 = f log beta_t + (1-f) log tilde-beta_t, f = (v+1)/2
+        frac = (predicted_variance + 1) / 2
+        log_variance = frac * coef("log_beta") + (1 - frac) * coef("log_posterior_variance")
+        return torch.exp(0.5 * log_variance)
+
+    def _threshold_sample(self, sample: torch.Tensor) -> torch.Tensor:
+        """Imagen's dynamic thresholding: s = per-image quantile of |x_0|, clamped to [1, sample_max_value];
+        x_0 <- clamp(x_0, -s, s) / s."""
+        dtype, (batch, *rest) = sample.dtype, sample.shape
+        flat = sample.reshape(batch, -1)
+        if dtype not in (torch.float32, torch.float64):
+            flat = flat.float()  # quantile needs float32+
+        s = torch.quantile(flat.abs(), self.config.dynamic_thresholding_ratio, dim=1)
+        s = s.clamp(min=1, max=self.config.sample_max_value).unsqueeze(1)
+        return (torch.clamp(flat, -s, s) / s).reshape(batch, *rest).to(dtype)
+
+    # ----------------------------------------------------- training (forward) API
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Sample q(x_t|x_0): x_t = sqrt(abar_t) x_0 + sqrt(1-abar_t) z (note 001 特性2; note 002 加噪过程公式简化).
+
+        Args:
+            original_samples: x_0, shape (B, ...); noise: z, same shape; timesteps: int tensor of shape (B,).
+        Returns: x_t, same shape and dtype as x_0 (computed in float32 or better, cast at the end).
+        """
+        t = self._check_train_timesteps(timesteps, original_samples.shape[0])
+        x0, z = original_samples, noise
+        compute = x0 if x0.dtype == torch.float64 else x0.float()
+        sqrt_abar = self._gather(self._chain, "sqrt_abar", t, compute)
+        sqrt_one_minus_abar = self._gather(self._chain, "sqrt_one_minus_abar", t, compute)
+        return (sqrt_abar * compute + sqrt_one_minus_abar * z.to(compute.dtype)).to(x0.dtype)
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(abar_t) z - sqrt(1-abar_t) x_0, the v-prediction target (Salimans & Ho 2022, sec. 4).
+
+        Args: sample: x_0 (B, ...); noise: z (B, ...); timesteps: (B,). Returns v, same shape/dtype as x_0.
+        """
+        t = self._check_train_timesteps(timesteps, sample.shape[0])
+        compute = sample if sample.dtype == torch.float64 else sample.float()
+        sqrt_abar = self._gather(self._chain, "sqrt_abar", t, compute)
+        sqrt_one_minus_abar = self._gather(self._chain, "sqrt_one_minus_abar", t, compute)
+        return (sqrt_abar * noise.to(compute.dtype) - sqrt_one_minus_abar * compute).to(sample.dtype)
+
+    # ------------------------------------------------------- the notes' math
+    def q_mean_variance(self, original_samples: torch.Tensor, timesteps: torch.Tensor):
+        """q(x_t|x_0) = N(sqrt(abar_t) x_0, (1-abar_t) I) (note 001 特性2; note 002 概率采样视角看加噪过程).
+
+        Returns (mean (B, ...), variance (B, 1, ...), log_variance (B, 1, ...)) in float32 or better.
+        """
+        t = self._check_train_timesteps(timesteps, original_samples.shape[0])
+        x0 = original_samples if original_samples.dtype == torch.float64 else original_samples.float()
+        mean = self._gather(self._chain, "sqrt_abar", t, x0) * x0
+        variance = self._gather(self._chain, "sqrt_one_minus_abar", t, x0) ** 2
+        return mean, variance, torch.log(variance)
+
+    def q_posterior_mean_variance(self, original_samples: torch.Tensor, noisy_samples: torch.Tensor,
+                                  timesteps: torch.Tensor):
+        """The posterior q(x_{t-1}|x_t, x_0) = N(tilde-mu, tilde-beta_t I) (note 001 逆向过程; note 002 逆向过程的
+        符号表示, whose written "variance" is the precision 1/tilde-beta_t; see the module docstring).
+
+        tilde-mu = sqrt(abar_{t-1}) beta_t/(1-abar_t) x_0 + sqrt(alpha_t)(1-abar_{t-1})/(1-abar_t) x_t.
+
+        Args: x_0 and x_t of shape (B, ...), timesteps (B,).
+        Returns (mean (B, ...), variance (B, 1, ...), log_variance_clipped (B, 1, ...)); at t=0 the variance is
+        0 and the log variance is that of t=1 (Improved DDPM's clipping).
+        """
+        t = self._check_train_timesteps(timesteps, original_samples.shape[0])
+        x0 = original_samples if original_samples.dtype == torch.float64 else original_samples.float()
+        xt = noisy_samples.to(x0.dtype)
+        mean = self._gather(self._chain, "coef_x0", t, x0) * x0 + self._gather(self._chain, "coef_xt", t, x0) * xt
+        variance = self._gather(self._chain, "posterior_variance", t, x0) * (t > 0).reshape(
+            -1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+        log_variance = self._gather(self._chain, "log_posterior_variance_clipped", t, x0)
+        return mean, variance, log_variance
+
+    def predict_original_from_epsilon(self, noisy_samples: torch.Tensor, timesteps: torch.Tensor,
+                                      epsilon: torch.Tensor) -> torch.Tensor:
+        """x_0 = (x_t - sqrt(1-abar_t) z) / sqrt(abar_t) (note 001 逆向过程). Shapes (B, ...), (B,), (B, ...)."""
+        t = self._check_train_timesteps(timesteps, noisy_samples.shape[0])
+        xt = noisy_samples if noisy_samples.dtype == torch.float64 else noisy_samples.float()
+        return (xt - self._gather(self._chain, "sqrt_one_minus_abar", t, xt) * epsilon.to(xt.dtype)) / self._gather(
+            self._chain, "sqrt_abar", t, xt)
+
+    def predict_original_from_velocity(self, noisy_samples: torch.Tensor, timesteps: torch.Tensor,
+                                       velocity: torch.Tensor) -> torch.Tensor:
+        """x_0 = sqrt(abar_t) x_t - sqrt(1-abar_t) v (Salimans & Ho 2022). Shapes (B, ...), (B,), (B, ...)."""
+        t = self._check_train_timesteps(timesteps, noisy_samples.shape[0])
+        xt = noisy_samples if noisy_samples.dtype == torch.float64 else noisy_samples.float()
+        return self._gather(self._chain, "sqrt_abar", t, xt) * xt - self._gather(
+            self._chain, "sqrt_one_minus_abar", t, xt) * velocity.to(xt.dtype)
+
+    def predict_mean_from_epsilon(self, noisy_samples: torch.Tensor, timesteps: torch.Tensor,
+                                  epsilon: torch.Tensor) -> torch.Tensor:
+        """The notes' closed form mu_theta = (x_t - beta_t / sqrt(1-abar_t) z_theta) / sqrt(alpha_t)
+        (note 001 逆向过程; DDPM eq. 11). Equals the posterior mean at the unclipped x_0 estimate."""
+        t = self._check_train_timesteps(timesteps, noisy_samples.shape[0])
+        xt = noisy_samples if noisy_samples.dtype == torch.float64 else noisy_samples.float()
+        beta = self._gather(self._chain, "beta", t, xt)
+        return (xt - beta / self._gather(self._chain, "sqrt_one_minus_abar", t, xt) * epsilon.to(xt.dtype)) / (
+            1 - beta).sqrt()
+
+    def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio SNR(t) = abar_t / (1 - abar_t), float32 tensor shaped like `timesteps`."""
+        t = torch.as_tensor(timesteps).long()
+        abar = self.alphas_cumprod.double().to(t.device)[t]
+        return (abar / (1 - abar)).float()
+
+    def reverse_distribution(self, model_output: torch.Tensor, noisy_samples: torch.Tensor,
+                             timesteps: torch.Tensor, clip_denoised: bool = False) -> ReverseDistribution:
+        """p_theta(x_{t-1}|x_t) on the full T-step chain, for likelihoods (note 002 变分下界; Improved DDPM
+        sec. 2-3), for every prediction_type and variance_type.
+
+        The mean is the posterior mean at the model's x_0 estimate (clipped to [-1, 1] when clip_denoised).
+        The log variance follows Improved DDPM: fixed_small uses the clipped log tilde-beta_t, fixed_large uses
+        log beta_t except log tilde-beta_1 at t=0, learned_range interpolates the clipped log tilde-beta_t and
+        log beta_t, learned takes the log of the model's variance output (diffusers' "learned" convention).
+
+        Args: model_output (B, C or 2C, ...), x_t (B, C, ...), timesteps (B,). Computed in float32 or better.
+        """
+        x_t = noisy_samples if noisy_samples.dtype == torch.float64 else noisy_samples.float()
+        t = self._check_train_timesteps(timesteps, x_t.shape[0])
+        model_output, predicted_variance = self._split_model_output(model_output.to(x_t.dtype), x_t)
+        coef = lambda name: self._gather(self._chain, name, t, x_t)  # noqa: E731
+        prediction_type = self.config.prediction_type
+        if prediction_type == "epsilon":
+            pred = (x_t - coef("sqrt_one_minus_abar") * model_output) / coef("sqrt_abar")
+        elif prediction_type == "sample":
+            pred = model_output
+        else:
+            pred = coef("sqrt_abar") * x_t - coef("sqrt_one_minus_abar") * model_output
+        if clip_denoised:
+            pred = pred.clamp(-1, 1)
+        mean = coef("coef_x0") * pred + coef("coef_xt") * x_t
+
+        log_small = coef("log_posterior_variance_clipped")
+        if self.variance_type in ("fixed_small", "fixed_small_log"):
+            log_variance = log_small
+        elif self.variance_type in ("fixed_large", "fixed_large_log"):
+            log_variance = torch.where(t.reshape(log_small.shape) == 0, log_small, coef("log_beta"))
+        elif self.variance_type == "learned":
+            log_variance = torch.log(predicted_variance.clamp(min=_MIN_VARIANCE))
+        else:
+            frac = (predicted_variance + 1) / 2
+            log_variance = frac * coef("log_beta") + (1 - frac) * log_small
+        return ReverseDistribution(mean=mean, log_variance=log_variance, pred_original_sample=pred)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
