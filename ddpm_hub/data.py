@@ -41,6 +41,7 @@ IMAGE_HINT = "images (.png, .jpg, ...)"
 
 # Skip reasons. A reason may carry a detail in parentheses; `summary()` groups by the part before " (".
 NOT_AN_IMAGE = "not an image"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 CORRUPT = "corrupt"
 UNREADABLE = "unreadable"
 UNSUPPORTED = "unsupported pixel format"
@@ -62,8 +63,12 @@ class ImageDataset(torch.utils.data.Dataset):
     `images` is one uint8 tensor [N x C x resolution x resolution] when every image is already square at
     `resolution`, else a list of uint8 tensors [C x resolution x W] or [C x H x resolution] (shorter side at
     `resolution`) from which `__getitem__` takes a random resolution x resolution crop.
-    `__getitem__` draws from torch's global RNG (torch.randint for the crop, torch.rand for the flip), in
-    torchvision's order (RandomCrop.get_params: top, then left; RandomHorizontalFlip: torch.rand(1) < 0.5).
+
+    Augmentation never touches the global RNG: item i of epoch e draws its crop and flip from a generator
+    seeded by (seed, e, i), in torchvision's order (RandomCrop.get_params: top, then left;
+    RandomHorizontalFlip: rand < 0.5). A DataLoader may prefetch, skip or reorder fetches (accelerate prefetches
+    one batch ahead, and a resumed run skips batches), and the images and the training noise stay the same:
+    exact resume depends on it. Call `set_epoch` once per epoch (`train_ddpm.py` does).
     """
 
     def __init__(
@@ -98,22 +103,43 @@ class ImageDataset(torch.utils.data.Dataset):
         self.skipped: list[tuple[str, str]] = list(skipped)
         self.labels = labels
         self.unit = unit  # what a skipped entry is called in `summary()`: "files" or "rows"
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """Choose the augmentation draws of this epoch (and, optionally, the run's seed)."""
+        self.epoch = int(epoch)
+        if seed is not None:
+            self.seed = int(seed)
+
+    def _generator(self, index: int) -> torch.Generator:
+        # distinct, reproducible stream per (seed, epoch, index)
+        return torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> torch.Tensor:
+        """A whole batch at once [B x C x R x R] float32 in [-1, 1] (torch's DataLoader calls this when present)."""
+        if isinstance(self.images, torch.Tensor) and not self.random_flip:
+            return self.images[torch.as_tensor(indices)].to(torch.float32) / 127.5 - 1.0
+        return torch.stack([self._augmented(i) for i in indices]).to(torch.float32) / 127.5 - 1.0
+
+    def _augmented(self, index: int) -> torch.Tensor:
         image = self.images[index]  # [C x H x W] uint8, min(H, W) == resolution
         R = self.resolution
         _, H, W = image.shape
+        generator = self._generator(index) if (H, W) != (R, R) or self.random_flip else None
         if (H, W) != (R, R):
             # torchvision.transforms.RandomCrop.get_params
-            top = int(torch.randint(0, H - R + 1, size=(1,)).item())
-            left = int(torch.randint(0, W - R + 1, size=(1,)).item())
+            top = int(torch.randint(0, H - R + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, W - R + 1, size=(1,), generator=generator).item())
             image = image[:, top : top + R, left : left + R]
-        if self.random_flip and torch.rand(1).item() < 0.5:
+        if self.random_flip and torch.rand(1, generator=generator).item() < 0.5:
             image = image.flip(-1)
-        return image.to(torch.float32) / 127.5 - 1.0
+        return image
 
     def summary(self) -> str:
         """One line: how many images, their shape, where from, and what was skipped and why."""
@@ -267,7 +293,9 @@ def _load_folder(
         try:
             kept.append(_prepare(data, resolution, center_crop))
         except _Skip as skip:
-            skipped.append((str(path), skip.reason))
+            # a file named like an image that PIL cannot even identify is a damaged image, not a stray file
+            reason = CORRUPT if skip.reason == NOT_AN_IMAGE and path.suffix.lower() in IMAGE_SUFFIXES else skip.reason
+            skipped.append((str(path), reason))
     if not kept:
         raise InputError(
             f"--train_data_dir {train_data_dir!r}: none of the {len(paths)} files could be used "

@@ -256,20 +256,23 @@ def test_center_crop_of_a_non_square_image_is_the_middle(ramp_folder, tmp_path):
     assert tall.images[0, 0, :, 0].tolist() == [8 * row for row in range(8, 24)]  # rows 8..23 of 32
 
 
-def test_random_crop_and_flip_follow_the_global_rng_like_torchvision(ramp_folder):
+def test_random_crop_and_flip_come_from_a_per_item_stream_like_torchvision(ramp_folder):
     dataset = load_image_dataset(train_data_dir=str(ramp_folder), resolution=16, random_flip=True)
-
-    torch.manual_seed(0)
-    draws = [dataset[0] for _ in range(64)]
-    torch.manual_seed(0)
-    assert all(torch.equal(dataset[0], draw) for draw in draws)  # reproducible from the global RNG state
+    draws = []
+    for epoch in range(64):
+        dataset.set_epoch(epoch, seed=3)
+        draws.append(dataset[0])
+    for epoch in (0, 17, 63):  # reproducible per (seed, epoch, index), whatever was fetched before
+        dataset.set_epoch(epoch, seed=3)
+        assert torch.equal(dataset[0], draws[epoch])
 
     # Same draws, same order as torchvision: RandomCrop.get_params (top, then left), RandomHorizontalFlip.
-    torch.manual_seed(0)
-    for draw in draws:
-        top = torch.randint(0, 1, size=(1,)).item()
-        left = torch.randint(0, 32 - 16 + 1, size=(1,)).item()
-        flipped = torch.rand(1).item() < 0.5
+    for epoch, draw in enumerate(draws):
+        dataset.set_epoch(epoch, seed=3)
+        generator = dataset._generator(0)
+        top = torch.randint(0, 1, size=(1,), generator=generator).item()
+        left = torch.randint(0, 32 - 16 + 1, size=(1,), generator=generator).item()
+        flipped = torch.rand(1, generator=generator).item() < 0.5
         assert top == 0
         row = draw[0, 0]
         assert bool(row[0] > row[-1]) == flipped  # the ramp decreases only when flipped
@@ -278,15 +281,23 @@ def test_random_crop_and_flip_follow_the_global_rng_like_torchvision(ramp_folder
     flips = [bool(draw[0, 0, 0] > draw[0, 0, -1]) for draw in draws]
     assert any(flips) and not all(flips)  # both orientations occur
     assert len({_left_offset(d.flip(-1) if f else d) for d, f in zip(draws, flips)}) > 5  # crops really move
+    other = []  # another seed, another stream
+    for epoch in range(16):
+        dataset.set_epoch(epoch, seed=4)
+        other.append(dataset[0])
+    assert any(not torch.equal(a, b) for a, b in zip(other, draws[:16]))
 
 
-def test_no_augmentation_means_no_rng_draws(ramp_folder):
-    dataset = load_image_dataset(train_data_dir=str(ramp_folder), resolution=16, center_crop=True)
-
-    torch.manual_seed(0)
-    state = torch.get_rng_state()
-    first = dataset[0]
-    assert torch.equal(torch.get_rng_state(), state) and torch.equal(dataset[0], first)
+def test_augmentation_never_touches_the_global_rng(ramp_folder):
+    """A prefetching or skipping DataLoader must not shift the training noise: fetches leave torch's RNG alone."""
+    for kwargs in ({"center_crop": True}, {"random_flip": True}, {}):
+        dataset = load_image_dataset(train_data_dir=str(ramp_folder), resolution=16, **kwargs)
+        torch.manual_seed(0)
+        state = torch.get_rng_state()
+        first = dataset[0]
+        batch = dataset.__getitems__([0, 0])
+        assert torch.equal(torch.get_rng_state(), state)
+        assert torch.equal(batch[0], first) and torch.equal(batch[1], first)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,266 @@
+"""train_ddpm.py end to end with a tiny UNet: the folder it writes, exact resume, hub push, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import train_ddpm  # noqa: E402
+
+TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+             "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+             "attention_head_dim": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("config") / "tiny_unet.json"
+    path.write_text(json.dumps(TINY_UNET))
+    return str(path)
+
+
+def _args(output_dir, tiny_config, *extra: str) -> list[str]:
+    return ["--output_dir", str(output_dir), "--model_config_name_or_path", tiny_config, "--train_batch_size", "32",
+            "--eval_batch_size", "4", "--ddpm_num_inference_steps", "4", "--logger", "none", "--max_train_steps", "2",
+            *extra]
+
+
+def _train(output_dir, tiny_config, *extra: str, hub_api=None) -> Path:
+    return train_ddpm.main(train_ddpm.parse_args(_args(output_dir, tiny_config, *extra)), hub_api=hub_api)
+
+
+def _image_folder(root: Path, count: int = 12, size: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"img_{i:02d}.png")
+    return root
+
+
+def _unet_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "diffusion_pytorch_model.safetensors")
+
+
+def test_default_run_writes_a_diffusers_pipeline_folder(tmp_path, tiny_config):
+    out = _train(tmp_path / "run", tiny_config, "--max_train_steps", "6", "--checkpointing_steps", "3",
+                 "--logger", "tensorboard", "--checkpoints_total_limit", "1")
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["unet"] == ["diffusers", "UNet2DModel"] and index["scheduler"] == ["diffusers", "DDPMScheduler"]
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not list(out.rglob("*.bin")) or all("checkpoint-" in str(p) for p in out.rglob("*.bin"))
+
+    # stock diffusers loads and samples it; ours loads its scheduler
+    from diffusers import DDPMPipeline
+
+    from ddpm_hub import DDPMScheduler
+
+    pipe = DDPMPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=2, num_inference_steps=3, output_type="np", generator=torch.manual_seed(0)).images
+    assert images.shape == (2, 16, 16, 1) and np.isfinite(images).all()
+    ours = DDPMScheduler.from_pretrained(out, subfolder="scheduler")
+    assert ours.config.num_train_timesteps == 1000 and ours.config.prediction_type == "epsilon"
+
+    # the exported weights are the EMA weights of the last checkpoint
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    assert [c.name for c in checkpoints] == ["checkpoint-6"]  # total limit 1 pruned checkpoint-3
+    exported, ema = _unet_weights(out / "unet"), _unet_weights(checkpoints[0] / "unet_ema")
+    raw = _unet_weights(checkpoints[0] / "unet")
+    assert exported.keys() == ema.keys()
+    assert all(torch.equal(exported[k], ema[k]) for k in exported)
+    assert any(not torch.equal(exported[k], raw[k]) for k in exported)
+
+    # what a person looks at
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
+    assert "DDPMPipeline.from_pretrained" in card.text and "samples/latest.png" in card.text
+    assert Image.open(out / "samples" / "latest.png").size[0] > 16
+    assert Image.open(out / "loss_curve.png").format == "PNG"
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    state = json.loads((checkpoints[0] / "training_state.json").read_text())
+    assert state["global_step"] == 6 and len(state["loss_history"]) == 6
+
+
+def test_resume_continues_exactly(tmp_path, tiny_config):
+    """Interrupted at a checkpoint and resumed, a run ends with the same weights as the uninterrupted one:
+    data order, augmentation, noise, timesteps, optimizer, LR schedule and EMA all continue."""
+    data = _image_folder(tmp_path / "images", count=20)
+    common = ("--train_data_dir", str(data), "--random_flip", "--train_batch_size", "8", "--max_train_steps", "8",
+              "--checkpointing_steps", "4", "--save_images_epochs", "100", "--seed", "7")
+    full = _train(tmp_path / "full", tiny_config, *common)
+    interrupted = _train(tmp_path / "interrupted", tiny_config, *common)
+    # simulate the interruption right after checkpoint-4 (epoch 2 of 3-batch epochs, mid-epoch)
+    for name in ("checkpoint-8", "unet", "scheduler", "model_index.json"):
+        path = interrupted / name
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    _train(tmp_path / "interrupted", tiny_config, *common, "--resume_from_checkpoint", "latest")
+    for folder in ("unet", "checkpoint-8/unet", "checkpoint-8/unet_ema"):
+        a, b = _unet_weights(full / folder), _unet_weights(interrupted / folder)
+        assert all(torch.equal(a[k], b[k]) for k in a), folder
+    history_a = json.loads((full / "checkpoint-8" / "training_state.json").read_text())["loss_history"]
+    history_b = json.loads((interrupted / "checkpoint-8" / "training_state.json").read_text())["loss_history"]
+    assert history_a == history_b
+
+
+def test_resume_latest_skips_a_damaged_checkpoint(tmp_path, tiny_config, caplog):
+    out = _train(tmp_path / "run", tiny_config, "--max_train_steps", "4", "--checkpointing_steps", "2")
+    with open(out / "checkpoint-4" / "optimizer.bin", "r+b") as f:  # damage the newest
+        f.truncate(10)
+    _train(out, tiny_config, "--max_train_steps", "5", "--checkpointing_steps", "2", "--resume_from_checkpoint",
+           "latest")
+    assert "checkpoint-4" in caplog.text and (out / "checkpoint-5").is_dir()
+    state = json.loads((out / "checkpoint-5" / "training_state.json").read_text())
+    assert len(state["loss_history"]) == 5  # resumed at step 2: 2 restored + 3 new
+
+
+def test_named_checkpoint_missing_is_an_error(tmp_path, tiny_config, capsys):
+    code = train_ddpm.cli(_args(tmp_path / "run", tiny_config, "--resume_from_checkpoint", "checkpoint-99"))
+    err = capsys.readouterr().err
+    assert code == 2 and "--resume_from_checkpoint" in err and err.count("\n") == 1
+
+
+def test_push_to_hub_uploads_the_folder_and_never_writes_the_token(tmp_path, tiny_config, capsys):
+    class FakeHfApi:
+        def __init__(self):
+            self.calls = []
+
+        def create_repo(self, **kwargs):
+            from huggingface_hub import RepoUrl
+
+            self.calls.append(("create_repo", kwargs))
+            return RepoUrl(f"https://huggingface.co/{kwargs['repo_id']}")
+
+        def upload_folder(self, **kwargs):
+            self.calls.append(("upload_folder", kwargs))
+
+    api, secret = FakeHfApi(), "hf_SeCrEtToKeN1234567890"
+    out = _train(tmp_path / "run", tiny_config, "--max_train_steps", "2", "--checkpointing_steps", "1",
+                 "--logger", "tensorboard", "--push_to_hub", "--hub_model_id", "alice/digits-ddpm",
+                 "--hub_token", secret, "--hub_private_repo", hub_api=api)
+    (name, create), (name2, upload) = api.calls
+    assert name == "create_repo" and create["repo_id"] == "alice/digits-ddpm" and create["private"] is True
+    assert name2 == "upload_folder" and Path(upload["folder_path"]) == out and upload["token"] == secret
+    assert "checkpoint-*" in upload["ignore_patterns"]
+    from ddpm_hub.hub import files_to_upload
+
+    uploaded = files_to_upload(out, upload["ignore_patterns"])
+    assert "model_index.json" in uploaded and "README.md" in uploaded
+    assert not [f for f in uploaded if f.startswith("checkpoint-")]
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    captured = capsys.readouterr()
+    assert secret not in captured.out and secret not in captured.err
+
+
+def test_mixed_folder_trains_and_reports_skips(tmp_path, tiny_config, capsys):
+    data = _image_folder(tmp_path / "mixed", count=4, size=20)
+    (data / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (data / "notes.txt").write_text("not an image")
+    Image.new("RGBA", (16, 16), (255, 0, 0, 0)).save(data / "rgba.png")
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(data / "deep.png")
+    Image.new("P", (16, 16)).save(data / "palette.gif")
+    Image.new("RGB", (8, 8)).save(data / "small.png")
+    _train(tmp_path / "run", tiny_config, "--train_data_dir", str(data), "--max_train_steps", "1")
+    out = capsys.readouterr().out
+    assert "loaded 7 images (3 channels, 16x16)" in out and "skipped 3 files: " in out
+    assert "corrupt" in out and "not an image" in out and "smaller than --resolution 16" in out
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--train_data_dir", "/nonexistent/folder"], "--train_data_dir '/nonexistent/folder' does not exist"),
+    (["--train_batch_size", "0"], "--train_batch_size must be a positive integer"),
+    (["--resolution", "0"], "--resolution must be a positive integer"),
+    (["--resolution", "15"], "--resolution 15 is not usable by this UNet: it must be a positive multiple of 2"),
+    (["--prediction_type", "noise"], "--prediction_type 'noise' is not supported; choose one of epsilon"),
+    (["--ddpm_num_inference_steps", "2000"], "--ddpm_num_inference_steps 2000 exceeds"),
+])
+def test_bad_flags_give_one_line_errors(tmp_path, tiny_config, capsys, extra, match):
+    code = train_ddpm.cli(_args(tmp_path / "run", tiny_config, *extra))
+    err = capsys.readouterr().err
+    assert code == 2 and match in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_empty_and_unreadable_folders(tmp_path, tiny_config, capsys):
+    (tmp_path / "empty").mkdir()
+    assert train_ddpm.cli(_args(tmp_path / "a", tiny_config, "--train_data_dir", str(tmp_path / "empty"))) == 2
+    assert "is empty" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"garbage")
+    (bad / "y.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    assert train_ddpm.cli(_args(tmp_path / "b", tiny_config, "--train_data_dir", str(bad))) == 2
+    assert "none of the 2 files could be used" in capsys.readouterr().err
+
+
+def test_output_dir_rules(tmp_path, tiny_config, capsys):
+    (tmp_path / "file").write_text("x")
+    assert train_ddpm.cli(_args(tmp_path / "file", tiny_config)) == 2
+    assert "is a file" in capsys.readouterr().err
+    out = _train(tmp_path / "run", tiny_config, "--max_train_steps", "1")
+    before = (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert train_ddpm.cli(_args(out, tiny_config, "--max_train_steps", "1")) == 2
+    assert "holds an earlier run" in capsys.readouterr().err
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before  # untouched
+    _train(out, tiny_config, "--max_train_steps", "2", "--overwrite_output_dir", "--seed", "3")
+    assert [c.name for c in out.glob("checkpoint-*")] == ["checkpoint-2"]
+
+
+def test_hub_dataset_while_offline(tmp_path, tiny_config, capsys, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    assert train_ddpm.cli(_args(tmp_path / "run", tiny_config, "--dataset_name", "someone/some-images")) == 2
+    err = capsys.readouterr().err
+    assert "offline" in err and err.count("\n") == 1
+
+
+def test_cli_exits_non_zero_with_one_line(tmp_path):
+    """The real entry point: a subprocess gets exit status 2 and one line on stderr, no traceback."""
+    result = subprocess.run([sys.executable, str(ROOT / "train_ddpm.py"), "--output_dir", str(tmp_path / "o"),
+                             "--train_batch_size", "0"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["train_ddpm.py: error: --train_batch_size must be a positive "
+                                                  "integer, got 0"]
+    result = subprocess.run([sys.executable, str(ROOT / "train_ddpm.py"), "--mixed_precision", "fp8"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process test runs on Linux CI")
+def test_two_processes_on_cpu_end_identical(tmp_path, tiny_config):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(ROOT / "train_ddpm.py"), *_args(out, tiny_config, "--max_train_steps", "3",
+                                                   "--checkpointing_steps", "3", "--train_batch_size", "16")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = sorted(line for line in (result.stdout + result.stderr).splitlines() if "weights sha256" in line)
+    assert len(digests) == 2 and digests[0].startswith("[rank 0]") and digests[1].startswith("[rank 1]")
+    assert digests[0].split()[-1] == digests[1].split()[-1]
+    checkpoint = out / "checkpoint-3"
+    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    top_level = sorted(p.name for p in out.iterdir())
+    assert top_level == ["README.md", "checkpoint-3", "loss_curve.png", "model_index.json", "samples", "scheduler",
+                         "unet"]
+    assert len(list((out / "samples").iterdir())) == 2  # one grid + latest, written once
+    state = json.loads((checkpoint / "training_state.json").read_text())
+    assert state["global_step"] == 3
+    assert "lr=3.00e-05" in result.stderr  # warm-up 3/100 of 1e-3: the schedule is not stepped twice per update
