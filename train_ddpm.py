@@ -10,15 +10,34 @@ The result loads with stock diffusers: `DDPMPipeline.from_pretrained(output_dir)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 LOGGER = logging.getLogger("train_ddpm")
+
+
+@dataclass
+class TrainingSummary:
+    """What `main` returns: where the model is and how fast training ran (data fetch included; checkpoint,
+    sample-grid and export time excluded from train_seconds)."""
+
+    output_dir: Path
+    steps: int
+    images: int
+    train_seconds: float
+    wall_seconds: float
+    final_loss: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(self.train_seconds, 1e-9)
 RUN_ARTIFACTS = ("model_index.json", "unet", "scheduler", "README.md", "samples", "logs", "loss_curve.png")
 
 
@@ -63,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--output_dir", default="ddpm-digits-16", help="where the pipeline, checkpoints, samples go")
     train.add_argument("--overwrite_output_dir", action="store_true", help="replace an earlier run in output_dir")
     train.add_argument("--train_batch_size", type=int, default=64, help="batch size per process")
-    train.add_argument("--eval_batch_size", type=int, default=64, help="images per sample grid")
-    train.add_argument("--num_epochs", type=int, default=100, help="passes over the data (unless --max_train_steps)")
+    train.add_argument("--eval_batch_size", type=int, default=16, help="images per sample grid")
+    train.add_argument("--num_epochs", type=int, default=36, help="passes over the data (unless --max_train_steps)")
     train.add_argument("--max_train_steps", type=int, default=None, help="optimizer steps; overrides --num_epochs")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
     train.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate")
@@ -88,8 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out = p.add_argument_group("logging, checkpoints, hub")
     out.add_argument("--logger", default="tensorboard", choices=("tensorboard", "wandb", "none"))
     out.add_argument("--logging_dir", default="logs", help="tensorboard folder, relative to output_dir")
-    out.add_argument("--save_images_epochs", type=int, default=10, help="sample grid every N epochs")
-    out.add_argument("--save_model_epochs", type=int, default=10, help="export the pipeline every N epochs")
+    out.add_argument("--save_images_epochs", type=int, default=12, help="sample grid every N epochs")
+    out.add_argument("--save_model_epochs", type=int, default=12, help="export the pipeline every N epochs")
     out.add_argument("--checkpointing_steps", type=int, default=500, help="full training state every N steps")
     out.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep at most N checkpoints")
     out.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint path, or 'latest'")
@@ -100,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(args: argparse.Namespace, hub_api=None) -> Path:
+def main(args: argparse.Namespace, hub_api=None) -> TrainingSummary:
     """Train and export. `hub_api` replaces huggingface_hub.HfApi (the network boundary) for --push_to_hub."""
     import torch
     from accelerate import Accelerator
@@ -129,6 +148,7 @@ def main(args: argparse.Namespace, hub_api=None) -> Path:
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    _use_all_cpu_cores(accelerator)
     _check_output_dir(output_dir, args, accelerator)
     resume_path = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -185,7 +205,8 @@ def main(args: argparse.Namespace, hub_api=None) -> Path:
     # 5. the loop
     progress = tqdm(total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process,
                     desc="training", unit="step")
-    started, images_seen = time.perf_counter(), 0
+    started, images_seen, train_seconds = time.perf_counter(), 0, 0.0
+    last_tick = started
     for epoch in range(first_epoch, num_epochs):
         unet.train()
         dataloader.set_epoch(epoch)
@@ -203,6 +224,8 @@ def main(args: argparse.Namespace, hub_api=None) -> Path:
             images_seen += clean.shape[0] * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
+            now = time.perf_counter()
+            train_seconds, last_tick = train_seconds + now - last_tick, now
             if ema is not None:
                 ema.step(unet.parameters())
             global_step += 1
@@ -217,6 +240,7 @@ def main(args: argparse.Namespace, hub_api=None) -> Path:
             if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
                 save_checkpoint(accelerator, output_dir, global_step,
                                 {"epoch": epoch, "loss_history": loss_history}, args.checkpoints_total_limit)
+                last_tick = time.perf_counter()
             if global_step >= max_train_steps:
                 break
         resume_batches = 0
@@ -225,10 +249,10 @@ def main(args: argparse.Namespace, hub_api=None) -> Path:
             _save_samples(accelerator, unet, ema, noise_scheduler, args, epoch, global_step, loss_history)
         if (epoch + 1) % args.save_model_epochs == 0 or last_epoch:
             _export(accelerator, unet, ema, noise_scheduler, args, loss_history)
+        last_tick = time.perf_counter()
         if global_step >= max_train_steps:
             break
     progress.close()
-    elapsed = time.perf_counter() - started
     if accelerator.num_processes > 1:  # every rank must hold the same weights after synchronised updates
         print(f"[rank {accelerator.process_index}] weights sha256 {_weights_digest(unet)}", flush=True)
 
@@ -240,9 +264,11 @@ def main(args: argparse.Namespace, hub_api=None) -> Path:
                           private=args.hub_private_repo, api=hub_api)
         accelerator.print(f"pushed to {url}")
     accelerator.end_training()
-    accelerator.print(f"done: {global_step} steps in {elapsed:.0f}s ({images_seen / max(elapsed, 1e-9):.1f} images/s, "
-                      f"final loss {_recent_loss(loss_history):.4f}); model in {output_dir}")
-    return output_dir
+    summary = TrainingSummary(output_dir, global_step, images_seen, train_seconds, time.perf_counter() - started,
+                              _recent_loss(loss_history))
+    accelerator.print(f"done: {summary.steps} steps in {summary.wall_seconds:.0f}s ({summary.images_per_second:.1f} "
+                      f"images/s while training, final loss {summary.final_loss:.4f}); model in {output_dir}")
+    return summary
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -295,6 +321,20 @@ def _check_output_dir(output_dir: Path, args: argparse.Namespace, accelerator) -
         accelerator.wait_for_everyone()
 
 
+def _use_all_cpu_cores(accelerator) -> None:
+    """`accelerate launch` without --cpu exports OMP_NUM_THREADS=1 (meant to stop several processes from
+    oversubscribing cores); a single CPU process then trains on one core. Give it the cores it may use."""
+    import torch
+
+    launched_by_accelerate = "ACCELERATE_MIXED_PRECISION" in os.environ
+    if (accelerator.device.type == "cpu" and accelerator.num_processes == 1 and launched_by_accelerate
+            and os.environ.get("OMP_NUM_THREADS") == "1"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if cores > torch.get_num_threads():
+            torch.set_num_threads(cores)
+            accelerator.print(f"using {cores} CPU threads (accelerate launch had set OMP_NUM_THREADS=1)")
+
+
 def _make_ema(unet, args: argparse.Namespace):
     from diffusers import UNet2DModel
     from diffusers.training_utils import EMAModel
@@ -319,7 +359,8 @@ def _register_checkpoint_hooks(accelerator, ema) -> None:
 
     def load_hook(models, input_dir):
         if ema is not None:
-            loaded = EMAModel.from_pretrained(os.path.join(input_dir, "unet_ema"), UNet2DModel, foreach=True)
+            with _quiet_diffusers_config_warnings():  # EMAModel.from_pretrained's own deprecated calls
+                loaded = EMAModel.from_pretrained(os.path.join(input_dir, "unet_ema"), UNet2DModel, foreach=True)
             ema.load_state_dict(loaded.state_dict())
             ema.to(accelerator.device)
         while models:
@@ -329,6 +370,23 @@ def _register_checkpoint_hooks(accelerator, ema) -> None:
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
+
+
+@contextlib.contextmanager
+def _quiet_diffusers_config_warnings():
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+
+    config_logger = diffusers_logging.get_logger("diffusers.configuration_utils")
+    level = config_logger.level
+    config_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        config_logger.setLevel(level)
 
 
 def _export_weights(accelerator, unet, ema):

@@ -34,7 +34,9 @@ def _args(output_dir, tiny_config, *extra: str) -> list[str]:
 
 
 def _train(output_dir, tiny_config, *extra: str, hub_api=None) -> Path:
-    return train_ddpm.main(train_ddpm.parse_args(_args(output_dir, tiny_config, *extra)), hub_api=hub_api)
+    summary = train_ddpm.main(train_ddpm.parse_args(_args(output_dir, tiny_config, *extra)), hub_api=hub_api)
+    assert summary.images_per_second > 0 and summary.train_seconds <= summary.wall_seconds
+    return summary.output_dir
 
 
 def _image_folder(root: Path, count: int = 12, size: int = 16) -> Path:
@@ -264,3 +266,33 @@ def test_two_processes_on_cpu_end_identical(tmp_path, tiny_config):
     state = json.loads((checkpoint / "training_state.json").read_text())
     assert state["global_step"] == 3
     assert "lr=3.00e-05" in result.stderr  # warm-up 3/100 of 1e-3: the schedule is not stepped twice per update
+
+
+def test_kill_9_leaves_only_complete_checkpoints(tmp_path, tiny_config):
+    """SIGKILL a run at several moments while it checkpoints every step: every checkpoint-N that exists
+    verifies, and --resume_from_checkpoint latest continues from the newest one."""
+    import signal
+    import time
+
+    from ddpm_hub.checkpointing import find_latest_checkpoint, verify_checkpoint
+
+    out = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "train_ddpm.py"),
+               *_args(out, tiny_config, "--max_train_steps", "400", "--checkpointing_steps", "1")]
+    for delay in (0.3, 0.9, 1.7):
+        extra = ["--resume_from_checkpoint", "latest"] if out.exists() else []
+        process = subprocess.Popen(command + extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while not list(out.glob("checkpoint-*")) and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        for checkpoint in out.glob("checkpoint-*"):
+            verify_checkpoint(checkpoint)  # raises if any listed file is missing or differs
+    latest, skipped = find_latest_checkpoint(out)
+    assert latest is not None and not skipped
+    step = int(latest.name.split("-")[1])
+    summary = _train(out, tiny_config, "--max_train_steps", str(step + 1), "--checkpointing_steps", "1",
+                     "--resume_from_checkpoint", "latest")
+    assert (summary / f"checkpoint-{step + 1}").is_dir()
