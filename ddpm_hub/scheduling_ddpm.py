@@ -190,6 +190,15 @@ def _step_tables(alphas_cumprod: torch.Tensor, prev_timesteps: np.ndarray) -> di
     }
 
 
+def _draw_noise(like: torch.Tensor, generator) -> torch.Tensor:
+    """z ~ N(0, I) shaped like `like`, drawn exactly as diffusers' `randn_tensor` draws it. A single generator on
+    the tensor's device goes straight to `torch.randn`, the call `randn_tensor` ends in (its wrapper costs a few
+    microseconds per step); lists and cross-device generators take `randn_tensor` itself."""
+    if generator is None or (isinstance(generator, torch.Generator) and generator.device.type == like.device.type):
+        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
 class DDPMScheduler(SchedulerMixin, ConfigMixin):
     """Denoising diffusion probabilistic model scheduler (Ho et al. 2020), with the same config keys, defaults
     and outputs as `diffusers.DDPMScheduler`, so `scheduler_config.json` files load in either class.
@@ -440,8 +449,7 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
 
         # 6. add sigma_t z, z ~ N(0, I), for t > 0 (diffusers draws z with the model output's shape and dtype)
         if adds_noise:
-            noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device,
-                                 dtype=model_output.dtype)
+            noise = _draw_noise(model_output, generator)
             std = self._std(coef, predicted_variance)
             if per_sample:
                 std = std * (t > 0).reshape(-1, *([1] * (sample.ndim - 1))).to(sample.dtype)
