@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
+from .hub import push_to_hub  # noqa: E402
+from .likelihood import bits_per_dim  # noqa: E402
 from .scheduling_ddpm import DDPMScheduler, DDPMSchedulerOutput  # noqa: E402
 
-__all__ = ["DDPMScheduler", "DDPMSchedulerOutput"]
+__all__ = ["DDPMScheduler", "DDPMSchedulerOutput", "bits_per_dim", "push_to_hub"]

@@ -23,9 +23,9 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -74,21 +74,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder + fsync + os.replace (readers see the old
-    file or the new one, never half of it). The temp name ends in ".tmp", which push_to_hub never uploads."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:  # plain open: the file gets the umask's mode, not 0600
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _checkpoint_step(path: Path) -> int | None:
     match = _CHECKPOINT_RE.match(path.name)
     return int(match.group(1)) if match else None
@@ -133,7 +118,7 @@ def _write_manifest(checkpoint_dir: Path) -> None:
         _fsync_file(path)
         files.append({"path": relative, "size": path.stat().st_size, "sha256": _sha256(path)})
     manifest = {"version": MANIFEST_VERSION, "files": files}
-    _atomic_write_text(checkpoint_dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(checkpoint_dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     _fsync_dir(checkpoint_dir)
 
 
@@ -238,7 +223,7 @@ def save_checkpoint(
 
     if accelerator.is_main_process:
         # 3. our files, manifest last, then the atomic publish
-        _atomic_write_text(tmp_dir / TRAINING_STATE_NAME, state_text)
+        atomic_write_text(tmp_dir / TRAINING_STATE_NAME, state_text)
         _write_manifest(tmp_dir)
         aside = None
         if final_dir.exists():

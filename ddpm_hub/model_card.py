@@ -17,10 +17,10 @@ import math
 import os
 import re
 import urllib.parse
-import uuid
 from pathlib import Path
 from typing import Literal
 
+from .atomic import atomic_write_text
 from .errors import InputError
 
 Task = Literal["unconditional-image-generation", "text-to-image"]
@@ -149,21 +149,6 @@ def _describe_model(
     return text, int(steps) if isinstance(steps, int) else None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder + fsync + os.replace (readers see the old
-    file or the new one, never half of it). The temp name ends in ".tmp", which push_to_hub never uploads."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:  # plain open: the file gets the umask's mode, not 0600
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def render_model_card(
     output_dir: str | os.PathLike,
     *,
@@ -255,5 +240,5 @@ def render_model_card(
     text = re.sub(r"\n{3,}", "\n\n", str(card)).rstrip("\n") + "\n"
 
     readme = output_dir / "README.md"
-    _atomic_write_text(readme, text)
+    atomic_write_text(readme, text)
     return readme

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import atomic_path
+
 
 def image_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 2, scale: int = 1) -> Image.Image:
     """Tile (N, H, W, C) images in [0, 1] into one PIL image (nrow per row, white padding, nearest upscaling)."""
@@ -30,12 +32,9 @@ def image_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: 
 
 def save_png(picture: Image.Image, path: str | os.PathLike) -> Path:
     """Save a PIL image as PNG under a temporary name, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    picture.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
+    return Path(path)
 
 
 def save_loss_plot(steps: list[int], losses: list[float], path: str | os.PathLike, title: str = "training loss") -> Path:
@@ -56,13 +55,10 @@ def save_loss_plot(steps: list[int], losses: list[float], path: str | os.PathLik
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def _ema(values: list[float], weight: float = 0.98) -> list[float]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .scheduling_ddpm import DDPMScheduler
 
 
@@ -38,12 +39,10 @@ def forward_process_figure(image: torch.Tensor, scheduler: DDPMScheduler, timest
         ax.set_title(f"t={t + 1}\n√ᾱ={abar ** 0.5:.3f}\nSNR={float(scheduler.snr(torch.tensor(t))):.2g}", fontsize=7)
         ax.axis("off")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
