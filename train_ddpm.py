@@ -129,11 +129,14 @@ def main(args: argparse.Namespace, hub_api=None) -> TrainingSummary:
 
     from ddpm_hub.checkpointing import load_checkpoint, resolve_resume_checkpoint, save_checkpoint
     from ddpm_hub.data import load_image_dataset
+    from ddpm_hub.errors import InputError
     from ddpm_hub.scheduling_ddpm import DDPMScheduler
-    from ddpm_hub.training import LossConfig, build_unet, diffusion_loss, load_unet_config, steps_per_epoch
+    from ddpm_hub.training import (LossConfig, build_unet, diffusion_loss, read_unet_config, steps_per_epoch,
+                                   unet_config_for)
 
     # 1. check the flags and output_dir before anything slow
     _check_args(args)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = Path(args.output_dir)
     loss_config = LossConfig(args.prediction_type, args.snr_gamma, args.noise_offset, args.loss_type, args.vlb_weight)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.ddpm_num_steps, beta_schedule=args.ddpm_beta_schedule,
@@ -151,19 +154,15 @@ def main(args: argparse.Namespace, hub_api=None) -> TrainingSummary:
     _use_all_cpu_cores(accelerator)
     _check_output_dir(output_dir, args, accelerator)
     resume_path = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(args.seed, device_specific=True)
 
-    # 2. data: decoded once into uint8 tensors
+    # 2. data, decoded once into uint8 tensors, with the channels a user's UNet config asks for
+    user_config = read_unet_config(args.model_config_name_or_path)
+    channels = _channels(args.num_channels, user_config)
     dataset = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir, args.image_column,
-                                 args.resolution, args.center_crop, args.random_flip, args.num_channels,
-                                 args.cache_dir)
-    unet_config = load_unet_config(args.model_config_name_or_path, args.resolution, dataset.num_channels,
-                                   learned_variance=args.loss_type == "hybrid")
-    if unet_config["in_channels"] != dataset.num_channels:
-        dataset = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir,
-                                     args.image_column, args.resolution, args.center_crop, args.random_flip,
-                                     unet_config["in_channels"], args.cache_dir)
+                                 args.resolution, args.center_crop, args.random_flip, channels, args.cache_dir)
+    unet_config = unet_config_for(user_config, args.resolution, dataset.num_channels,
+                                  learned_variance=args.loss_type == "hybrid")
     accelerator.print(dataset.summary())
     # Only the training loss may draw from the global RNG, so that its saved state makes resume exact:
     # augmentation is seeded per (seed, epoch, image), and the DataLoader gets its own generator (each new
@@ -230,6 +229,9 @@ def main(args: argparse.Namespace, hub_api=None) -> TrainingSummary:
                 ema.step(unet.parameters())
             global_step += 1
             step_loss = accelerator.gather(loss.detach()).mean().item()
+            if not math.isfinite(step_loss):
+                raise InputError(f"the loss became {step_loss} at step {global_step}: lower --learning_rate "
+                                 f"(now {args.learning_rate}) or --max_grad_norm, or check the data")
             loss_history.append(round(step_loss, 6))
             logs = {"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0], "step": global_step}
             if ema is not None:
@@ -319,6 +321,19 @@ def _check_output_dir(output_dir: Path, args: argparse.Namespace, accelerator) -
             for path in [*(output_dir / name for name in RUN_ARTIFACTS), *output_dir.glob("checkpoint-*")]:
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         accelerator.wait_for_everyone()
+
+
+def _channels(num_channels: int | None, user_config: dict | None) -> int | None:
+    """--num_channels, else the user's UNet in_channels, else None (follow the data)."""
+    from ddpm_hub.errors import InputError
+
+    configured = (user_config or {}).get("in_channels")
+    if num_channels and configured and num_channels != configured:
+        raise InputError(f"--num_channels {num_channels} contradicts in_channels={configured} of "
+                         "--model_config_name_or_path; drop one of them")
+    if configured not in (None, 1, 3):
+        raise InputError(f"--model_config_name_or_path has in_channels={configured}; images have 1 or 3 channels")
+    return num_channels or configured
 
 
 def _use_all_cpu_cores(accelerator) -> None:

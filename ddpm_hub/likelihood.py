@@ -39,23 +39,41 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, lo
 
     Each of the 256 values owns the bin [x - 1/255, x + 1/255]; the two end bins extend to -inf and +inf
     (DDPM sec. 3.3, Improved DDPM's decoder). The Gaussian CDF is exact (log_ndtr), not the tanh approximation
-    improved-diffusion uses, so tail bins keep their precision. Shapes: x, means (B, ...); log_scales
-    broadcastable. Returns log-probabilities in nats, shape of x.
+    improved-diffusion uses, so tail bins keep their precision, and every branch stays finite so gradients
+    are finite too (the hybrid loss trains through this). Shapes: x, means (B, ...); log_scales broadcastable.
+    Returns log-probabilities in nats, shape of x.
     """
     if x.shape != means.shape:
         raise ValueError(f"x shape {tuple(x.shape)} does not match means shape {tuple(means.shape)}")
     inv_stdv = torch.exp(-log_scales)
     upper = (x - means + 1.0 / 255.0) * inv_stdv
     lower = (x - means - 1.0 / 255.0) * inv_stdv
-    log_cdf_upper = torch.special.log_ndtr(upper)  # log P(X <= upper)
-    log_one_minus_cdf_lower = torch.special.log_ndtr(-lower)  # log P(X > lower)
-    # log(Phi(upper) - Phi(lower)) computed stably on whichever side of the mean the bin lies
-    log_mid = torch.where(
-        lower > 0,
-        log_one_minus_cdf_lower + torch.log1p(-torch.exp(torch.special.log_ndtr(-upper) - log_one_minus_cdf_lower)),
-        log_cdf_upper + torch.log1p(-torch.exp(torch.special.log_ndtr(lower) - log_cdf_upper)),
-    )
+    log_cdf_upper = torch.special.log_ndtr(upper)  # log P(X <= upper): the bottom bin
+    log_one_minus_cdf_lower = torch.special.log_ndtr(-lower)  # log P(X > lower): the top bin
+    log_mid = _log_cdf_difference(upper, lower)
     return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_one_minus_cdf_lower, log_mid))
+
+
+def _log_cdf_difference(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
+    """log(Phi(upper) - Phi(lower)) for upper > lower, accurate in both tails.
+
+    A bin right of the mean is mirrored, Phi(u) - Phi(l) = Phi(-l) - Phi(-u), so the larger CDF is never near 1;
+    then log(Phi(hi) - Phi(lo)) = log Phi(hi) + log(1 - exp(log Phi(lo) - log Phi(hi))).
+    """
+    mirrored = lower > 0
+    hi = torch.where(mirrored, -lower, upper)
+    lo = torch.where(mirrored, -upper, lower)
+    log_hi = torch.special.log_ndtr(hi)
+    gap = torch.clamp(torch.special.log_ndtr(lo) - log_hi, max=-1e-12)  # < 0; rounding could reach 0
+    return log_hi + _log1mexp(gap)
+
+
+def _log1mexp(a: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(a)) for a < 0 (Maechler 2012), each branch fed only values where it is finite."""
+    near_zero = a > -math.log(2.0)
+    a_near = torch.where(near_zero, a, torch.full_like(a, -1.0))
+    a_far = torch.where(near_zero, torch.full_like(a, -1.0), a)
+    return torch.where(near_zero, torch.log(-torch.expm1(a_near)), torch.log1p(-torch.exp(a_far)))
 
 
 def _mean_flat(x: torch.Tensor) -> torch.Tensor:

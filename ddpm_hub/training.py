@@ -138,14 +138,10 @@ def default_unet_config(resolution: int, channels: int, learned_variance: bool =
     }
 
 
-def load_unet_config(path: str | None, resolution: int, channels: int | None, learned_variance: bool) -> dict:
-    """The UNet2DModel config to train: a user's JSON (a file, or a folder holding config.json) or the default.
-
-    The user's config keeps its in_channels (the data is converted to match); sample_size follows --resolution;
-    out_channels is set to in_channels (x2 for a learned variance).
-    """
+def read_unet_config(path: str | None) -> dict[str, Any] | None:
+    """A user's UNet2DModel config JSON (a file, or a folder holding config.json); None without a path."""
     if path is None:
-        return default_unet_config(resolution, channels or 1, learned_variance)
+        return None
     file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise InputError(f"--model_config_name_or_path {path!r} is not a UNet2DModel config JSON file or a folder "
@@ -156,10 +152,20 @@ def load_unet_config(path: str | None, resolution: int, channels: int | None, le
         raise InputError(f"--model_config_name_or_path {path!r} is not valid JSON ({error})") from None
     if not isinstance(config, dict):
         raise InputError(f"--model_config_name_or_path {path!r} must hold a JSON object (a UNet2DModel config)")
-    in_channels = int(config.get("in_channels", channels or 3))
-    config.update(sample_size=resolution, in_channels=in_channels,
-                  out_channels=in_channels * (2 if learned_variance else 1))
     return config
+
+
+def unet_config_for(user_config: dict[str, Any] | None, resolution: int, channels: int,
+                    learned_variance: bool) -> dict[str, Any]:
+    """The UNet2DModel config to train: the user's (sample_size, in/out channels set to fit) or the default.
+
+    sample_size follows --resolution, in_channels the data's channels, out_channels is in_channels (x2 for a
+    learned variance).
+    """
+    if user_config is None:
+        return default_unet_config(resolution, channels, learned_variance)
+    return {**user_config, "sample_size": resolution, "in_channels": channels,
+            "out_channels": channels * (2 if learned_variance else 1)}
 
 
 def build_unet(config: dict[str, Any]):

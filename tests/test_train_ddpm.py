@@ -195,6 +195,18 @@ def test_bad_flags_give_one_line_errors(tmp_path, tiny_config, capsys, extra, ma
     assert code == 2 and match in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_user_unet_config_sets_the_channels(tmp_path, tiny_config, capsys):
+    """Grayscale digits train a 3-channel UNet from a user's config (converted once), and a contradicting
+    --num_channels is refused."""
+    config = tmp_path / "rgb_unet.json"
+    config.write_text(json.dumps({**TINY_UNET, "in_channels": 3, "out_channels": 3}))
+    out = _train(tmp_path / "rgb", str(config), "--max_train_steps", "1")
+    assert "(3 channels, 16x16) from digits" in capsys.readouterr().out
+    assert json.loads((out / "unet" / "config.json").read_text())["in_channels"] == 3
+    assert train_ddpm.cli(_args(tmp_path / "bad", str(config), "--num_channels", "1")) == 2
+    assert "--num_channels 1 contradicts in_channels=3" in capsys.readouterr().err
+
+
 def test_empty_and_unreadable_folders(tmp_path, tiny_config, capsys):
     (tmp_path / "empty").mkdir()
     assert train_ddpm.cli(_args(tmp_path / "a", tiny_config, "--train_data_dir", str(tmp_path / "empty"))) == 2
@@ -296,3 +308,10 @@ def test_kill_9_leaves_only_complete_checkpoints(tmp_path, tiny_config):
     summary = _train(out, tiny_config, "--max_train_steps", str(step + 1), "--checkpointing_steps", "1",
                      "--resume_from_checkpoint", "latest")
     assert (summary / f"checkpoint-{step + 1}").is_dir()
+
+
+def test_diverging_loss_stops_with_a_clear_error(tmp_path, tiny_config, capsys):
+    code = train_ddpm.cli(_args(tmp_path / "run", tiny_config, "--learning_rate", "1e30", "--lr_warmup_steps", "0",
+                                "--max_train_steps", "6", "--train_batch_size", "16"))
+    err = capsys.readouterr().err
+    assert code == 2 and "the loss became nan" in err and "--learning_rate" in err

@@ -1,0 +1,104 @@
+"""The training objective (ddpm_hub.training): targets, min-SNR weights, the hybrid loss's stop-gradient."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddpm_hub import DDPMScheduler
+from ddpm_hub.errors import InputError
+from ddpm_hub.training import LossConfig, _vlb_term, diffusion_loss, loss_weights, training_target
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Out:
+    def __init__(self, sample):
+        self.sample = sample
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_min_snr_weights_match_the_paper(prediction_type):
+    """Hang et al. 2023: the epsilon-loss weight is min(SNR, gamma)/SNR; other targets rescale it by their
+    relation to the epsilon error (x_0 error = eps error / SNR, v error = eps error * (SNR+1)/SNR)."""
+    scheduler = DDPMScheduler()
+    t = torch.tensor([0, 10, 300, 999])
+    snr = scheduler.snr(t).double()
+    weights = loss_weights(scheduler, t, prediction_type, snr_gamma=5.0).double()
+    eps_weight = torch.clamp(snr, max=5.0) / snr
+    expected = {"epsilon": eps_weight, "sample": eps_weight * snr, "v_prediction": eps_weight * snr / (snr + 1)}
+    torch.testing.assert_close(weights, expected[prediction_type], rtol=1e-6, atol=0)
+    plain = loss_weights(scheduler, t, prediction_type, snr_gamma=None).double()
+    torch.testing.assert_close(plain, snr if prediction_type == "sample" else torch.ones_like(snr), rtol=1e-6, atol=0)
+
+
+def test_zero_terminal_snr_weight_is_finite():
+    scheduler = DDPMScheduler(rescale_betas_zero_snr=True)
+    weights = loss_weights(scheduler, torch.tensor([999]), "epsilon", snr_gamma=5.0)
+    assert torch.isfinite(weights).all() and weights.item() == 1.0
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_loss_is_the_notes_mse_on_the_same_draws(prediction_type):
+    """L = E || target - model(sqrt(abar_t) x_0 + sqrt(1-abar_t) z, t) ||^2 (note 001, 训练), same RNG draws."""
+    scheduler = DDPMScheduler(prediction_type=prediction_type)
+    clean = torch.rand(4, 1, 8, 8) * 2 - 1
+    model = lambda x, t: _Out(0.5 * x + 0.01 * t.reshape(-1, 1, 1, 1))  # noqa: E731
+    torch.manual_seed(0)
+    loss = diffusion_loss(model, clean, scheduler, LossConfig(prediction_type=prediction_type))
+    torch.manual_seed(0)
+    noise = torch.randn_like(clean)
+    t = torch.randint(0, 1000, (4,))
+    abar = scheduler.alphas_cumprod.double()[t].reshape(-1, 1, 1, 1)
+    noisy = (abar.sqrt() * clean.double() + (1 - abar).sqrt() * noise.double()).float()
+    target = training_target(scheduler, prediction_type, clean, noise, t)
+    per_sample = F.mse_loss(model(noisy, t).sample, target, reduction="none").mean(dim=(1, 2, 3))
+    expected = (per_sample * loss_weights(scheduler, t, prediction_type, None)).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hybrid_vlb_term_trains_only_the_variance_channels():
+    """Improved DDPM sec. 3.1: a stop-gradient on the mean for L_vlb, so only the v channels get its gradient."""
+    scheduler = DDPMScheduler(num_train_timesteps=100, variance_type="learned_range")
+    clean = torch.rand(3, 1, 4, 4) * 2 - 1
+    t = torch.tensor([0, 5, 60])
+    noisy = scheduler.add_noise(clean, torch.randn_like(clean), t)
+    output = torch.randn(3, 2, 4, 4, requires_grad=True)
+    _vlb_term(scheduler, output, clean, noisy, t).sum().backward()
+    assert output.grad[:, :1].abs().max() == 0
+    assert output.grad[:, 1:].abs().max() > 0
+
+
+def test_bad_loss_options():
+    with pytest.raises(InputError, match="--loss_type 'kl'.*simple, hybrid"):
+        LossConfig(loss_type="kl")
+    with pytest.raises(InputError, match="--snr_gamma must be positive"):
+        LossConfig(snr_gamma=0)
+    assert LossConfig(loss_type="hybrid").variance_type == "learned_range"
+
+
+def test_hybrid_v_prediction_run_exports_a_learned_range_pipeline(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    import train_ddpm
+    from diffusers import DDPMPipeline
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+                                  "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+                                  "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8}))
+    out = train_ddpm.main(train_ddpm.parse_args([
+        "--output_dir", str(tmp_path / "run"), "--model_config_name_or_path", str(config), "--max_train_steps", "2",
+        "--train_batch_size", "16", "--loss_type", "hybrid", "--prediction_type", "v_prediction",
+        "--snr_gamma", "5", "--noise_offset", "0.05", "--logger", "none", "--eval_batch_size", "2",
+        "--ddpm_num_inference_steps", "3"])).output_dir
+    scheduler_config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["variance_type"] == "learned_range"
+    assert scheduler_config["prediction_type"] == "v_prediction"
+    assert json.loads((out / "unet" / "config.json").read_text())["out_channels"] == 2
+    pipe = DDPMPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=2, num_inference_steps=3, output_type="np", generator=torch.manual_seed(0)).images
+    assert images.shape == (2, 16, 16, 1) and torch.isfinite(torch.from_numpy(images)).all()
