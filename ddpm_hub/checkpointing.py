@@ -69,7 +69,7 @@ def _fsync_dir(path: Path) -> None:
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        logger.debug("fsync of directory %s is not supported here; the rename is still atomic", path)
     finally:
         os.close(fd)
 
