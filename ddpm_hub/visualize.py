@@ -1,69 +1,135 @@
-"""Pictures of the forward process q(x_t|x_0) (notes 001/002), for README and for learners.
+"""Pictures of the forward process q(x_t|x_0) and the reverse process p_theta(x_{t-1}|x_t) (notes 001/002/004).
 
-    python -m ddpm_hub.visualize --output_dir pictures
+    python -m ddpm_hub.visualize --output_dir pictures                      # forward process only
+    python -m ddpm_hub.visualize --output_dir pictures --model ddpm-digits-16
 
-writes `forward_process.png`: one built-in digit at t = 0, 100, ..., 1000, each panel labelled with the notes'
-sqrt(abar_t) (how much of x_0 is left) and SNR(t) = abar_t / (1 - abar_t).
+writes `forward_process.png`: one built-in digit x_0 and x_t at t = 100, ..., 1000, each panel labelled with the
+notes' sqrt(abar_t) (how much of x_0 is left) and SNR(t) = abar_t / (1 - abar_t); with --model, also
+`reverse_process.png`: for a few seeds, x_T (pure noise) denoised step by step to x_0 by the trained model.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_path
+from .errors import InputError
 from .scheduling_ddpm import DDPMScheduler
 
 
-def forward_process_figure(image: torch.Tensor, scheduler: DDPMScheduler, timesteps: list[int], path: str | Path,
-                           seed: int = 0) -> Path:
-    """Save x_t = sqrt(abar_t) x_0 + sqrt(1-abar_t) z for each t (one shared z), labelled, as a PNG.
+def _pixels(x: torch.Tensor):
+    """(C, H, W) in [-1, 1] -> an (H, W) or (H, W, C) array in [0, 1] for imshow."""
+    return ((x.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).squeeze(-1).numpy()
 
-    Args: image: x_0, (C, H, W) in [-1, 1]; timesteps: 0-based diffusers timesteps ("t=1000" is t index 999).
-    """
+
+def _save_panels(rows: list[list[tuple[torch.Tensor, str]]], path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a grid of labelled image panels (rows of (image (C, H, W) in [-1, 1], title)) as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(seed))
-    fig, axes = plt.subplots(1, len(timesteps), figsize=(1.4 * len(timesteps), 2.0))
-    for ax, t in zip(axes, timesteps):
-        x_t = scheduler.add_noise(image[None], noise[None], torch.tensor([t]))[0]
-        pixels = ((x_t.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).squeeze(-1).numpy()
-        ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=1)
-        abar = float(scheduler.alphas_cumprod[t])
-        ax.set_title(f"t={t + 1}\n√ᾱ={abar ** 0.5:.3f}\nSNR={float(scheduler.snr(torch.tensor(t))):.2g}", fontsize=7)
-        ax.axis("off")
+    ncols = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.4 * ncols, 2.0 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(row):
+                image, title = row[c]
+                pixels = _pixels(image)
+                ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=1)
+                ax.set_title(title, fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def forward_process_figure(image: torch.Tensor, scheduler: DDPMScheduler, timesteps: list[int], path: str | Path,
+                           seed: int = 0) -> Path:
+    """x_0, then x_t = sqrt(abar_t) x_0 + sqrt(1-abar_t) z for each t (one shared z), labelled, as a PNG.
+
+    Args: image: x_0, (C, H, W) in [-1, 1]; timesteps: 0-based diffusers timesteps (index 999 is the notes' t=1000).
+    """
+    noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(seed))
+    panels = [(image, "x_0\n√ᾱ=1\nSNR=∞")]
+    for t in timesteps:
+        x_t = scheduler.add_noise(image[None], noise[None], torch.tensor([t]))[0]
+        abar = float(scheduler.alphas_cumprod[t])
+        panels.append((x_t, f"t={t + 1}\n√ᾱ={abar ** 0.5:.3f}\nSNR={float(scheduler.snr(torch.tensor(t))):.2g}"))
+    return _save_panels([panels], path)
+
+
+@torch.no_grad()
+def reverse_process_figure(unet, scheduler: DDPMScheduler, path: str | Path, seeds: tuple[int, ...] = (0, 1, 2, 3),
+                           num_panels: int = 11) -> Path:
+    """For each seed, the DDPM reverse chain (note 004) from x_T ~ N(0, I) to x_0, shown at num_panels steps."""
+    scheduler.set_timesteps(scheduler.config.num_train_timesteps)
+    shown = set(torch.linspace(0, len(scheduler.timesteps) - 1, num_panels - 1).round().long().tolist())
+    size = unet.config.sample_size
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]  # one stream per row, batched
+    x = torch.cat([torch.randn(1, unet.config.in_channels, size, size, generator=g) for g in generators])
+    rows = [[(x[r], f"x_T\nseed {seed}")] for r, seed in enumerate(seeds)]
+    for i, t in enumerate(scheduler.timesteps):
+        x = scheduler.step(unet(x, t).sample, t, x, generator=generators).prev_sample
+        if i in shown:
+            for r, row in enumerate(rows):
+                row.append((x[r], f"x_{int(scheduler.previous_timestep(t)) + 1}"))
+    return _save_panels(rows, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="pictures", help="where the PNGs go (default: %(default)s)")
-    parser.add_argument("--beta_schedule", default="linear", help="scheduler beta_schedule (default: %(default)s)")
+    parser.add_argument("--beta_schedule", default="linear", help="forward-process beta_schedule (default: %(default)s)")
     parser.add_argument("--index", type=int, default=0, help="which built-in digit to show (default: %(default)s)")
+    parser.add_argument("--model", default=None, help="a DDPMPipeline folder: also draw its reverse process")
     return parser.parse_args(argv)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> list[Path]:
     from .data import load_image_dataset
 
-    dataset = load_image_dataset("digits", resolution=32)
-    scheduler = DDPMScheduler(beta_schedule=args.beta_schedule)
     os.makedirs(args.output_dir, exist_ok=True)
-    timesteps = [0] + [t - 1 for t in range(100, 1001, 100)]
-    path = forward_process_figure(dataset[args.index], scheduler, timesteps,
-                                  Path(args.output_dir) / "forward_process.png")
-    print(f"wrote {path}")
+    dataset = load_image_dataset("digits", resolution=32)
+    if not 0 <= args.index < len(dataset):
+        raise InputError(f"--index {args.index} must be between 0 and {len(dataset) - 1}")
+    timesteps = [t - 1 for t in range(100, 1001, 100)]
+    written = [forward_process_figure(dataset[args.index], DDPMScheduler(beta_schedule=args.beta_schedule), timesteps,
+                                      Path(args.output_dir) / "forward_process.png")]
+    if args.model is not None:
+        unet, scheduler = _load_model(args.model)
+        written.append(reverse_process_figure(unet, scheduler, Path(args.output_dir) / "reverse_process.png"))
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+def _load_model(folder: str):
+    from diffusers import UNet2DModel
+
+    root = Path(folder)
+    if not (root / "model_index.json").is_file():
+        raise InputError(f"--model {folder!r} is not a DDPMPipeline folder (no model_index.json)")
+    unet = UNet2DModel.from_pretrained(root, subfolder="unet").eval()
+    return unet, DDPMScheduler.from_pretrained(root, subfolder="scheduler")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        main(parse_args(argv))
+    except InputError as error:
+        print(f"python -m ddpm_hub.visualize: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    raise SystemExit(cli())
