@@ -48,8 +48,12 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help keeps the docstring's example lines as written and shows each default."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _OneLineParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _OneLineParser(description=__doc__, formatter_class=_HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--dataset_name", default=None,
                       help="a hub dataset id, a local dataset saved with save_to_disk, or 'digits' (built in; the "

@@ -38,9 +38,13 @@ def _bpd_timesteps(value: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected 'full' or an integer K, got {value!r}") from None
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help keeps the docstring's example lines as written and shows each default."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = _OneLineParser(prog="python -m ddpm_hub.evaluate", description=__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     p.add_argument("--model", required=True, help="a DDPMPipeline folder (what train_ddpm.py writes)")
     p.add_argument("--num_samples", type=int, default=256, help="images to generate and score")
     p.add_argument("--num_inference_steps", type=int, default=1000, help="sampling steps")
