@@ -482,14 +482,9 @@ def _recent_loss(loss_history: list[float], window: int = 50) -> float:
 
 def cli(argv: list[str] | None = None) -> int:
     """Run main; a user mistake prints one line and exits 2, anything else keeps its traceback."""
-    from ddpm_hub.errors import InputError
+    from ddpm_hub.errors import run_cli
 
-    try:
-        main(parse_args(argv))
-    except InputError as error:
-        print(f"train_ddpm.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli("train_ddpm.py", main, parse_args, argv)
 
 
 if __name__ == "__main__":

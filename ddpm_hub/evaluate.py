@@ -232,14 +232,9 @@ def _sample(pipeline, args: argparse.Namespace):
 
 def cli(argv: list[str] | None = None) -> int:
     """Run main; a user mistake prints one line and exits 2, anything else keeps its traceback."""
-    from ddpm_hub.errors import InputError
+    from ddpm_hub.errors import run_cli
 
-    try:
-        main(parse_args(argv))
-    except InputError as error:
-        print(f"python -m ddpm_hub.evaluate: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli("python -m ddpm_hub.evaluate", main, parse_args, argv)
 
 
 if __name__ == "__main__":

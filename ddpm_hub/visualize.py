@@ -11,14 +11,13 @@ notes' sqrt(abar_t) (how much of x_0 is left) and SNR(t) = abar_t / (1 - abar_t)
 from __future__ import annotations
 
 import argparse
-import sys
 import os
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_path
-from .errors import InputError
+from .errors import InputError, run_cli
 from .scheduling_ddpm import DDPMScheduler
 
 
@@ -123,12 +122,8 @@ def _load_model(folder: str):
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        main(parse_args(argv))
-    except InputError as error:
-        print(f"python -m ddpm_hub.visualize: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    """Run main; a user mistake prints one line and exits 2, anything else keeps its traceback."""
+    return run_cli("python -m ddpm_hub.visualize", main, parse_args, argv)
 
 
 if __name__ == "__main__":

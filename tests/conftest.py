@@ -3,6 +3,11 @@
 import pytest
 import torch
 
+# a UNet2DModel config of a few thousand parameters for CLI runs (train_ddpm.py --model_config_name_or_path)
+TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+             "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+             "attention_head_dim": 8}
+
 
 def dummy_model(sample: torch.Tensor, t) -> torch.Tensor:
     """diffusers' SchedulerCommonTest.dummy_model: sample * t / (t + 1)."""

@@ -22,9 +22,7 @@ from ddpm_hub.evaluation import (classifier_cache_path, digits_metrics, frechet_
                                  heldout_bits_per_dim, inception_fid, load_digits_classifier)
 from ddpm_hub.scheduling_ddpm import DDPMScheduler  # noqa: E402
 
-TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
-             "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-             "attention_head_dim": 8}
+from conftest import TINY_UNET  # noqa: E402  (the shared tiny UNet config)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,10 +14,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train_ddpm  # noqa: E402
+from conftest import TINY_UNET  # noqa: E402
 
-TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
-             "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-             "attention_head_dim": 8}
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from ddpm_hub import DDPMScheduler
 from ddpm_hub.errors import InputError
 from ddpm_hub.training import LossConfig, _vlb_term, diffusion_loss, loss_weights, training_target
 
+from conftest import TINY_UNET  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -86,9 +88,7 @@ def test_hybrid_v_prediction_run_exports_a_learned_range_pipeline(tmp_path):
     from diffusers import DDPMPipeline
 
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
-                                  "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-                                  "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8}))
+    config.write_text(json.dumps(TINY_UNET))
     out = train_ddpm.main(train_ddpm.parse_args([
         "--output_dir", str(tmp_path / "run"), "--model_config_name_or_path", str(config), "--max_train_steps", "2",
         "--train_batch_size", "16", "--loss_type", "hybrid", "--prediction_type", "v_prediction",

@@ -8,6 +8,8 @@ from PIL import Image
 
 from ddpm_hub import visualize
 
+from conftest import TINY_UNET  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -16,9 +18,7 @@ def test_forward_and_reverse_pictures(tmp_path):
     import train_ddpm
 
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
-                                  "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-                                  "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8}))
+    config.write_text(json.dumps(TINY_UNET))
     model = train_ddpm.main(train_ddpm.parse_args([
         "--output_dir", str(tmp_path / "model"), "--model_config_name_or_path", str(config), "--max_train_steps", "1",
         "--ddpm_num_steps", "20", "--ddpm_num_inference_steps", "5", "--eval_batch_size", "2", "--logger", "none",
