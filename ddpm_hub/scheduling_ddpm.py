@@ -279,6 +279,8 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         clipped = self._chain["log_posterior_variance"].clone()
         clipped[0] = clipped[1] if num_train_timesteps > 1 else clipped[0]
         self._chain["log_posterior_variance_clipped"] = clipped
+        abar64 = self.alphas_cumprod.double()
+        self._chain["snr"] = abar64 / (1 - abar64)  # SNR(t) = abar_t / (1 - abar_t)
         self.posterior_log_variance_clipped = clipped.float()
         self.posterior_mean_coef1 = self._chain["coef_x0"].float()
         self.posterior_mean_coef2 = self._chain["coef_xt"].float()
@@ -477,16 +479,20 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
             )
         return model_output, predicted_variance
 
-    def _predict_original_sample(self, model_output: torch.Tensor, sample: torch.Tensor, coef) -> torch.Tensor:
-        """x_0 from the model output for each prediction_type, then clip or threshold it (same op order as
-        diffusers, so edge cases such as abar_t = 0 behave identically)."""
+    def _original_from_output(self, model_output: torch.Tensor, sample: torch.Tensor, coef) -> torch.Tensor:
+        """x_0 from the model output for each prediction_type (same op order as diffusers, so edge cases such as
+        abar_t = 0 behave identically). `coef(name)` gives a table entry as a float or a broadcastable tensor."""
         prediction_type = self.config.prediction_type
         if prediction_type == "epsilon":
-            pred = (sample - coef("sqrt_one_minus_abar") * model_output) / coef("sqrt_abar")
-        elif prediction_type == "sample":
-            pred = model_output
-        else:  # v_prediction: x_0 = sqrt(abar_t) x_t - sqrt(1-abar_t) v
-            pred = coef("sqrt_abar") * sample - coef("sqrt_one_minus_abar") * model_output
+            return (sample - coef("sqrt_one_minus_abar") * model_output) / coef("sqrt_abar")
+        if prediction_type == "sample":
+            return model_output
+        # v_prediction: x_0 = sqrt(abar_t) x_t - sqrt(1-abar_t) v
+        return coef("sqrt_abar") * sample - coef("sqrt_one_minus_abar") * model_output
+
+    def _predict_original_sample(self, model_output: torch.Tensor, sample: torch.Tensor, coef) -> torch.Tensor:
+        """x_0 from the model output, then clipped or thresholded as configured."""
+        pred = self._original_from_output(model_output, sample, coef)
         if self.config.thresholding:
             return self._threshold_sample(pred)
         if self.config.clip_sample:
@@ -607,8 +613,7 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
     def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Signal-to-noise ratio SNR(t) = abar_t / (1 - abar_t), float32 tensor shaped like `timesteps`."""
         t = torch.as_tensor(timesteps).long()
-        abar = self.alphas_cumprod.double().to(t.device)[t]
-        return (abar / (1 - abar)).float()
+        return self._table_tensor(self._chain, "snr", t.device, torch.float64)[t].float()
 
     def reverse_distribution(self, model_output: torch.Tensor, noisy_samples: torch.Tensor,
                              timesteps: torch.Tensor, clip_denoised: bool = False) -> ReverseDistribution:
@@ -626,13 +631,7 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         t = self._check_train_timesteps(timesteps, x_t.shape[0])
         model_output, predicted_variance = self._split_model_output(model_output.to(x_t.dtype), x_t)
         coef = lambda name: self._gather(self._chain, name, t, x_t)  # noqa: E731
-        prediction_type = self.config.prediction_type
-        if prediction_type == "epsilon":
-            pred = (x_t - coef("sqrt_one_minus_abar") * model_output) / coef("sqrt_abar")
-        elif prediction_type == "sample":
-            pred = model_output
-        else:
-            pred = coef("sqrt_abar") * x_t - coef("sqrt_one_minus_abar") * model_output
+        pred = self._original_from_output(model_output, x_t, coef)
         if clip_denoised:
             pred = pred.clamp(-1, 1)
         mean = coef("coef_x0") * pred + coef("coef_xt") * x_t

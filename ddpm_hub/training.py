@@ -74,7 +74,7 @@ def loss_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, prediction_t
     train_unconditional.py does). With snr_gamma (min-SNR-gamma, Hang et al. 2023, eq. 9): the epsilon-loss
     weight min(SNR, gamma) / SNR expressed for each target: / SNR for epsilon, / (SNR + 1) for v, x 1 for x_0.
     """
-    snr = scheduler.snr(timesteps.cpu()).to(timesteps.device)
+    snr = scheduler.snr(timesteps)  # gathered on the timesteps' device: no host round-trip per step
     if snr_gamma is None:
         return snr if prediction_type == "sample" else torch.ones_like(snr)
     clipped = torch.clamp(snr, max=snr_gamma)
