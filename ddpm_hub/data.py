@@ -2,7 +2,8 @@
 
 One entry point, `load_image_dataset`, for three sources:
   - "digits" (the default): scikit-learn's 1797 real 8x8 handwritten digits, shipped with scikit-learn (no
-    download), upscaled to `resolution`, 1 channel, labels kept in `dataset.labels`;
+    download), upscaled to `resolution`, 1 channel, labels kept in `dataset.labels`; training uses the 1437 of
+    the train split and leaves 360 held out for the evaluation (`load_digits_split`);
   - a folder of images (`train_data_dir`), scanned recursively, with every unusable file skipped and reported;
   - a Hugging Face dataset (`dataset_name`): a Hub id, or a local directory written by `save_to_disk`.
 
@@ -164,7 +165,7 @@ def load_image_dataset(
 ) -> ImageDataset:
     """Load the training images named by the CLI flags into an `ImageDataset`.
 
-    dataset_name: "digits" (built-in, all 1797 images; `load_digits_split` holds some out), a Hugging Face
+    dataset_name: "digits" (built-in; its "train" split, 1437 images, see `load_digits_split`), a Hugging Face
         Hub dataset id, or a local directory (one written by `save_to_disk`, else anything `load_dataset`
         reads, e.g. an imagefolder). "digits" means the built-in set even if a folder of that name exists;
         write "./digits" for the folder.
@@ -176,6 +177,8 @@ def load_image_dataset(
     random_flip: flip horizontally with probability 0.5 per access.
     num_channels: 1 or 3; None follows the data (1 if every image is grayscale, else 3).
     cache_dir, split, dataset_config_name: passed to `datasets.load_dataset` (split also to a saved DatasetDict).
+        For digits, split is "train" (1437 images), "test" (the 360 held-out ones the evaluation scores
+        against, never trained on by default) or "all" (1797).
     """
     _check_resolution(resolution)
     if num_channels not in (None, 1, 3):
@@ -188,14 +191,7 @@ def load_image_dataset(
     if train_data_dir is not None:
         return _load_folder(train_data_dir, resolution, center_crop, random_flip, num_channels)
     if dataset_name is None or dataset_name == DIGITS:
-        images, labels = _digits_tensors(resolution)
-        return ImageDataset(
-            _with_channels(images, num_channels or 1),
-            resolution=resolution,
-            source=f"digits (scikit-learn, {len(images)} images)",
-            random_flip=random_flip,
-            labels=labels,
-        )
+        return _load_digits(resolution, random_flip, num_channels, split)
     return _load_hf_dataset(
         dataset_name, dataset_config_name, image_column, resolution, center_crop, random_flip, num_channels,
         cache_dir, split,
@@ -233,6 +229,21 @@ def load_digits_split(
 
 # ---------------------------------------------------------------------------------------------------------
 # digits
+DIGITS_SPLITS = ("train", "test", "all")
+
+
+def _load_digits(resolution: int, random_flip: bool, num_channels: int | None, split: str) -> ImageDataset:
+    """The built-in digits: the train or test split of `load_digits_split`, or all 1797."""
+    if split not in DIGITS_SPLITS:
+        raise InputError(f"digits split {split!r} does not exist; choose one of {', '.join(DIGITS_SPLITS)}")
+    if split == "all":
+        images, labels = _digits_tensors(resolution)
+        source = f"digits (scikit-learn, all {len(images)} images)"
+    else:
+        part = load_digits_split(resolution)[0 if split == "train" else 1]
+        images, labels, source = part.images, part.labels, part.source
+    return ImageDataset(_with_channels(images, num_channels or 1), resolution=resolution, source=source,
+                        random_flip=random_flip, labels=labels)
 
 
 @functools.lru_cache(maxsize=1)

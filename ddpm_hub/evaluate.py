@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-SCHEDULERS = ("ddpm", "ddim", "dpm")
+from ddpm_hub.evaluation import SAMPLERS
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="a DDPMPipeline folder (what train_ddpm.py writes)")
     p.add_argument("--num_samples", type=int, default=256, help="images to generate and score")
     p.add_argument("--num_inference_steps", type=int, default=1000, help="sampling steps")
-    p.add_argument("--scheduler", default="ddpm", choices=SCHEDULERS,
+    p.add_argument("--scheduler", default="ddpm", choices=SAMPLERS,
                    help="sampler built from the model's scheduler config: ddpm (its own), ddim (eta 0) or dpm "
                         "(DPM-Solver++ multistep)")
     p.add_argument("--batch_size", type=int, default=64, help="images sampled per batch")
@@ -73,8 +73,9 @@ def main(args: argparse.Namespace) -> dict:
 
     from ddpm_hub.atomic import atomic_write_text
     from ddpm_hub.errors import InputError
-    from ddpm_hub.evaluation import (classifier_cache_path, digits_metrics, frechet_distance, heldout_bits_per_dim,
-                                     inception_features, load_digits_classifier, load_inception, load_pipeline_parts)
+    from ddpm_hub.evaluation import (classifier_cache_path, digits_metrics, frechet_distance, generate_images,
+                                     heldout_bits_per_dim, inception_features, load_digits_classifier, load_inception,
+                                     load_pipeline_parts, sampling_pipeline)
 
     # 1. check the flags, the model and the FID inputs before anything slow
     _check_args(args)
@@ -107,11 +108,11 @@ def main(args: argparse.Namespace) -> dict:
         if not classifier_cache_path(args.cache_dir).is_file():
             print(f"training the digits classifier once (seconds); cached at {classifier_cache_path(args.cache_dir)}")
         classifier = load_digits_classifier(args.cache_dir)
-    pipeline = _pipeline(unet, scheduler, args.scheduler)
+    pipeline = sampling_pipeline(unet, scheduler, args.scheduler)
 
     # 2. sample
     started = time.perf_counter()
-    images = _sample(pipeline, args)
+    images = generate_images(pipeline, args.num_samples, args.num_inference_steps, args.batch_size, args.seed)
     seconds = time.perf_counter() - started
 
     # 3. score: sample quality, then the likelihood bound on real images
@@ -147,8 +148,9 @@ def format_table(metrics: dict) -> str:
                             f"steps ({sampling['seconds']:.1f}s)"))
     if "digits" in metrics:
         d = metrics["digits"]
-        floor = "n/a" if d["fd_floor"] is None else f"{d['fd_floor']:.3f}"
-        rows += [("digits FD (floor)", f"{d['fd']:.3f} ({floor}; {d['floor_reference']})"),
+        floor = "n/a" if d["fd_floor"] is None else f"{d['fd_floor']:.3f}, ratio {d['fd_ratio']:.2f}x"
+        rows += [("digits FD (floor)", f"{d['fd']:.3f} ({floor}; {d['floor_reference']}; mean of "
+                                       f"{d['num_draws']} reference draws)"),
                  ("classifier confidence", f"{d['confidence']:.3f}"),
                  ("classes covered", f"{d['classes_covered']}/10 (smallest share {d['smallest_class_share']:.3f})"),
                  ("class histogram", " ".join(str(c) for c in d["class_histogram"]))]
@@ -192,42 +194,6 @@ def _reference_images(folder: str, channels: int, size: tuple[int, int]):
     dataset = load_image_dataset(train_data_dir=folder, resolution=size[0], center_crop=True, num_channels=channels)
     print(dataset.summary().replace("loaded", "reference:", 1))
     return dataset.__getitems__(list(range(len(dataset))))  # the whole set as one float batch
-
-
-def _pipeline(unet, scheduler, kind: str):
-    """A DDPMPipeline with the sampler asked for, built from the model's own scheduler config."""
-    from diffusers import DDIMScheduler, DDPMPipeline, DPMSolverMultistepScheduler
-
-    from ddpm_hub.errors import InputError
-
-    if kind != "ddpm":
-        if kind == "ddim" and scheduler.config.variance_type in ("learned", "learned_range"):
-            raise InputError("--scheduler ddim cannot sample a model with a learned variance (its output has 2x the "
-                             "channels); use ddpm or dpm")
-        sampler_class = DDIMScheduler if kind == "ddim" else DPMSolverMultistepScheduler
-        try:
-            scheduler = sampler_class.from_config(scheduler.config)
-        except (NotImplementedError, ValueError) as error:
-            raise InputError(f"--scheduler {kind} cannot use this model's scheduler config: "
-                             f"{' '.join(str(error).split())}") from None
-    return DDPMPipeline(unet=unet, scheduler=scheduler)
-
-
-def _sample(pipeline, args: argparse.Namespace):
-    """args.num_samples images from one seeded generator, in batches, each with its tqdm bar; returns
-    [N x C x H x W] in [-1, 1], quantised to 8 bits as a saved PNG would be (the real images are 8-bit too)."""
-    import torch
-
-    generator = torch.Generator(device="cpu").manual_seed(args.seed)
-    batches = range(0, args.num_samples, args.batch_size)
-    chunks = []
-    for index, start in enumerate(batches):
-        pipeline.set_progress_bar_config(desc=f"sampling {index + 1}/{len(batches)}", unit="step")
-        out = pipeline(batch_size=min(args.batch_size, args.num_samples - start), generator=generator,
-                       num_inference_steps=args.num_inference_steps, output_type="np")
-        chunks.append(torch.from_numpy(out.images))
-    images = torch.cat(chunks).permute(0, 3, 1, 2)  # N x C x H x W in [0, 1]
-    return (images * 255).round() / 127.5 - 1.0
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -194,7 +194,7 @@ def _as_features(features: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- digits metrics
 @torch.no_grad()
 def digits_metrics(images: np.ndarray | torch.Tensor, classifier: DigitsClassifier | None = None,
-                   reference: torch.Tensor | None = None, seed: int = 0) -> dict[str, Any]:
+                   reference: torch.Tensor | None = None, seed: int = 0, draws: int = 10) -> dict[str, Any]:
     """Score N generated 16x16 digits with the digits classifier; returns a JSON-serialisable dict.
 
     images: float [N x 1 x 16 x 16] in [-1, 1], float [N x 16 x 16 x 1] in [0, 1] (DDPMPipeline's "np"
@@ -203,71 +203,90 @@ def digits_metrics(images: np.ndarray | torch.Tensor, classifier: DigitsClassifi
     reference: real digits [M x 1 x 16 x 16] in [-1, 1] that the classifier never trained on; default the
         held-out split of `load_digits_split` (360 images).
     seed: draws the reference subsets.
+    draws: how many reference draws the two distances are averaged over. One draw of a few hundred images moves
+        the distance by tens of percent (real digits against real digits at N = 256 range over 0.5x-1.6x of one
+        floor draw); averaging both distances over the same draws takes the reference's share of that noise out,
+        leaving the generated set's own.
 
     Keys:
         fd: Frechet distance in the classifier's 64-d feature space between the N images and R1, N reference
-            images drawn at random (all M if N > M).
-        fd_floor: the same distance between two real sets of those sizes: R2 against R1, where R2 is another N
-            reference images disjoint from R1 when 2N <= M ("held-out vs held-out"), else (default reference
-            only) N digits from the train split ("train vs held-out"; the classifier has seen these, so this floor
-            is a little optimistic). None when a custom reference is too small for a disjoint pair. A generator
-            as good as the data scores fd close to fd_floor; the distance's bias grows as N shrinks, so compare
-            fd with fd_floor, and runs with each other only at equal N. fd punishes a collapse onto few modes
-            hardly less than garbage: 100 copies of one real digit score further than 100 images of uniform
-            noise (about 620 vs 420, floor 12); confidence and coverage tell those two apart.
+            images drawn at random (all M if N > M), averaged over the draws.
+        fd_floor: the same distance between two real sets of those sizes, averaged over the same draws: R2 against
+            R1, where R2 is another N reference images disjoint from R1 when 2N <= M ("held-out vs held-out"),
+            else (default reference only) N digits from the train split ("train vs held-out"; the classifier has
+            seen these, so this floor is a little optimistic). None when a custom reference is too small for a
+            disjoint pair. A generator as good as the data scores fd close to fd_floor; the distance's bias grows
+            as N shrinks, so compare fd with fd_floor, and runs with each other only at equal N. fd punishes a
+            collapse onto few modes hardly less than garbage: 100 copies of one real digit score further than 100
+            images of uniform noise (about 610 vs 410 at N = 100, floor 24); confidence and coverage tell those
+            two apart.
+        fd_ratio: fd / fd_floor (None without a floor).
+        fd_std, fd_floor_std: the spread of the two over the draws.
         floor_reference: which of the two floors was computed.
-        confidence: mean over images of the largest softmax probability (real digits: near 1).
+        confidence: mean over images of the largest softmax probability (real digits: about 0.97 held-out).
         classes_covered: how many of the 10 classes the images are predicted as.
         smallest_class_share: the smallest fraction of images predicted as any one class (0 if one is missing;
             0.1 for a perfectly balanced set).
         class_histogram: images predicted as each class 0..9.
-        num_samples, num_reference: N and the size of R1.
+        num_samples, num_reference, num_draws: N, the size of R1, and the draws.
     """
     x = to_digits_tensor(images, "images")
     if x.shape[0] < 2:
         raise InputError(f"digits_metrics needs at least 2 images, got {x.shape[0]}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise InputError(f"draws must be a positive integer, got {draws!r}")
     classifier = classifier if classifier is not None else load_digits_classifier()
-    default_reference = reference is None
-    if default_reference:
+    classifier.eval()
+    train_features = None
+    if reference is None:
         from .data import load_digits_split
 
         train, held_out = load_digits_split(resolution=DIGITS_RESOLUTION)
         reference = held_out.images.to(torch.float32) / 127.5 - 1.0
+        train_features = _classify(classifier, train.images.to(torch.float32) / 127.5 - 1.0)[1]
     else:
         reference = to_digits_tensor(reference, "reference")
         if reference.shape[0] < 2:
             raise InputError(f"reference needs at least 2 images, got {reference.shape[0]}")
 
     N, M = x.shape[0], reference.shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(M, generator=generator)
-    r1 = reference[order[:min(N, M)]]
-    if 2 * N <= M:
-        r2, floor_reference = reference[order[N:2 * N]], "held-out vs held-out (disjoint random subsets)"
-    elif default_reference:
-        train_images = train.images.to(torch.float32) / 127.5 - 1.0
-        pick = torch.randperm(len(train_images), generator=generator)[:N]
-        r2, floor_reference = train_images[pick], "train vs held-out (N > half the held-out split)"
-    else:
-        r2, floor_reference = None, f"none (reference has {M} images; a disjoint floor needs {2 * N})"
-
-    classifier.eval()
     logits, features = _classify(classifier, x)
-    r1_features = _classify(classifier, r1)[1]
-    fd_floor = frechet_distance(_classify(classifier, r2)[1], r1_features) if r2 is not None else None
+    reference_features = _classify(classifier, reference)[1]
+    if 2 * N <= M:
+        floor_reference = "held-out vs held-out (disjoint random subsets)"
+    elif train_features is not None:
+        floor_reference = "train vs held-out (N > half the held-out split)"
+    else:
+        floor_reference = f"none (reference has {M} images; a disjoint floor needs {2 * N})"
+    generator = torch.Generator().manual_seed(seed)
+    fds, floors = [], []
+    for _ in range(draws):
+        order = torch.randperm(M, generator=generator)
+        r1 = reference_features[order[:min(N, M)]]
+        fds.append(frechet_distance(features, r1))
+        if 2 * N <= M:
+            floors.append(frechet_distance(reference_features[order[N:2 * N]], r1))
+        elif train_features is not None:
+            pick = torch.randperm(len(train_features), generator=generator)[:N]
+            floors.append(frechet_distance(train_features[pick], r1))
 
     probabilities = logits.softmax(dim=1)
     histogram = torch.bincount(probabilities.argmax(dim=1), minlength=NUM_CLASSES)
+    fd, fd_floor = float(np.mean(fds)), float(np.mean(floors)) if floors else None
     return {
-        "fd": frechet_distance(features, r1_features),
+        "fd": fd,
         "fd_floor": fd_floor,
+        "fd_ratio": fd / fd_floor if fd_floor else None,
+        "fd_std": float(np.std(fds)),
+        "fd_floor_std": float(np.std(floors)) if floors else None,
         "floor_reference": floor_reference,
         "confidence": float(probabilities.max(dim=1).values.mean()),
         "classes_covered": int((histogram > 0).sum()),
         "smallest_class_share": float(histogram.min()) / N,
         "class_histogram": [int(count) for count in histogram],
         "num_samples": N,
-        "num_reference": int(r1.shape[0]),
+        "num_reference": min(N, M),
+        "num_draws": draws,
     }
 
 
@@ -388,6 +407,122 @@ def inception_features(extractor, images: torch.Tensor, batch_size: int = 50) ->
     if pixels.shape[1] == 1:
         pixels = pixels.repeat(1, 3, 1, 1)
     return torch.cat([extractor(pixels[i:i + batch_size])[0] for i in range(0, len(pixels), batch_size)])
+
+
+# -------------------------------------------------------------------------------------------------- sampling
+SAMPLERS = ("ddpm", "ddim", "dpm")
+
+
+def sampling_pipeline(unet, scheduler, kind: str = "ddpm"):
+    """A DDPMPipeline with the sampler asked for, built from the model's own scheduler config: "ddpm" (the
+    scheduler itself), "ddim" (diffusers' DDIMScheduler, eta 0) or "dpm" (DPMSolverMultistepScheduler, DPM-Solver++
+    2M). DDIM and DPM-Solver++ are ODE samplers: they use only the mean, so for a learned-variance model the
+    pipeline's UNet returns only its first C channels (diffusers' DPM-Solver slices [:, :3], right for RGB only)."""
+    from diffusers import DDIMScheduler, DDPMPipeline, DPMSolverMultistepScheduler
+
+    if kind not in SAMPLERS:
+        raise InputError(f"sampler {kind!r} is not supported; choose one of {', '.join(SAMPLERS)}")
+    if kind == "ddpm":
+        return DDPMPipeline(unet=unet, scheduler=scheduler)
+    sampler_class = DDIMScheduler if kind == "ddim" else DPMSolverMultistepScheduler
+    # as a user's swap on a loaded folder sees it: a scheduler built in memory lists the keys it left at their
+    # defaults, and from_config would give the new class its own defaults for those (timestep_spacing "linspace"
+    # for DPM-Solver, where the saved config says "leading")
+    config = {key: value for key, value in scheduler.config.items() if key != "_use_default_values"}
+    learned = config.get("variance_type") in ("learned", "learned_range")
+    if learned:
+        config["variance_type"] = None
+    try:
+        sampler = sampler_class.from_config(config)
+    except (NotImplementedError, ValueError) as error:
+        raise InputError(f"sampler {kind!r} cannot use this model's scheduler config: {_one_line(error)}") from None
+    return DDPMPipeline(unet=_MeanOnly(unet) if learned else unet, scheduler=sampler)
+
+
+class _MeanOnly(nn.Module):
+    """A learned-variance UNet2DModel seen through its first C output channels (the epsilon/x0/v prediction):
+    [N x 2C x H x W] -> [N x C x H x W]. Keeps config, dtype and device, which DDPMPipeline reads."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def forward(self, sample: torch.Tensor, timestep, **kwargs):
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        output = self.unet(sample, timestep, **kwargs).sample
+        return UNet2DOutput(sample=output[:, :sample.shape[1]])
+
+
+@torch.no_grad()
+def generate_images(pipeline, num_samples: int, num_inference_steps: int, batch_size: int = 64, seed: int = 0,
+                    progress: bool = True) -> torch.Tensor:
+    """num_samples images from one seeded generator, in batches of batch_size (each with its tqdm bar unless
+    progress=False). Returns [N x C x H x W] in [-1, 1], quantised to 8 bits as a saved PNG would be (real
+    images are 8-bit too)."""
+    config = pipeline.scheduler.config
+    if (type(pipeline.scheduler).__name__ == "DPMSolverMultistepScheduler" and config.timestep_spacing == "leading"
+            and num_inference_steps >= config.num_train_timesteps):
+        raise InputError(f"DPM-Solver++ cannot take all {config.num_train_timesteps} steps with 'leading' timestep "
+                         f"spacing (diffusers indexes past its sigmas); use at most {config.num_train_timesteps - 1}")
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    batches = range(0, num_samples, batch_size)
+    chunks = []
+    for index, start in enumerate(batches):
+        pipeline.set_progress_bar_config(desc=f"sampling {index + 1}/{len(batches)}", unit="step",
+                                         disable=not progress)
+        out = pipeline(batch_size=min(batch_size, num_samples - start), generator=generator,
+                       num_inference_steps=num_inference_steps, output_type="np")
+        chunks.append(torch.from_numpy(out.images))
+    images = torch.cat(chunks).permute(0, 3, 1, 2)  # N x C x H x W in [0, 1]
+    return (images * 255).round() / 127.5 - 1.0
+
+
+def evaluate_model(unet, scheduler, *, num_samples: int = 256, sampler: str = "dpm", num_inference_steps: int = 25,
+                   bpd_timesteps: int | None = 50, bpd_images: torch.Tensor | None = None, digits: bool = True,
+                   seed: int = 0, batch_size: int = 128, classifier: DigitsClassifier | None = None) -> dict[str, float]:
+    """The evaluation run during training (train_ddpm.py --eval_epochs): flat float metrics for tensorboard and
+    the model card.
+
+    unet, scheduler: the model (its EMA weights if any) and its DDPMScheduler.
+    digits: score num_samples images drawn with `sampler` in num_inference_steps (`digits_metrics`); only for
+        1-channel 16x16 models of the built-in digits.
+    bpd_images: real images [M x C x H x W] in [-1, 1] for bits/dim (None: the held-out digits), all of them in
+        one batch, with bpd_timesteps terms (None: the full bound).
+    Returns fd, fd_floor, fd_ratio, confidence, classes_covered, smallest_class_share, sampling_seconds (digits
+    only), bits_per_dim and bits_per_dim_se.
+    """
+    import time
+
+    metrics: dict[str, float] = {}
+    was_training = unet.training
+    unet.eval()
+    if digits:
+        started = time.perf_counter()
+        images = generate_images(sampling_pipeline(unet, scheduler, sampler), num_samples, num_inference_steps,
+                                 batch_size, seed, progress=False)
+        metrics["sampling_seconds"] = time.perf_counter() - started
+        scores = digits_metrics(images, classifier=classifier, seed=seed)
+        for key in ("fd", "fd_floor", "fd_ratio", "confidence", "classes_covered", "smallest_class_share"):
+            metrics[key] = scores[key]
+    count = 64 if bpd_images is None else len(bpd_images)
+    bound = heldout_bits_per_dim((unet, scheduler), num_images=count, num_timesteps=bpd_timesteps, seed=seed,
+                                 images=bpd_images)
+    metrics["bits_per_dim"], metrics["bits_per_dim_se"] = bound["mean"], bound["standard_error"]
+    unet.train(was_training)
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------- bits per dim

@@ -52,27 +52,34 @@ def _assert_one_line_input_error(excinfo: pytest.ExceptionInfo) -> None:
 # digits
 
 
-def test_digits_default_is_all_1797_digits_in_minus_one_to_one():
-    dataset = load_image_dataset()  # no source given: digits
+def test_digits_default_is_the_1437_train_digits_in_minus_one_to_one():
+    dataset = load_image_dataset()  # no source given: digits, train split
 
-    assert len(dataset) == 1797
+    assert len(dataset) == 1437
     assert isinstance(dataset.images, torch.Tensor)
-    assert dataset.images.shape == (1797, 1, 16, 16) and dataset.images.dtype == torch.uint8
+    assert dataset.images.shape == (1437, 1, 16, 16) and dataset.images.dtype == torch.uint8
     assert (dataset.num_channels, dataset.resolution) == (1, 16)
     items = _all_items(dataset)
-    assert items.shape == (1797, 1, 16, 16) and items.dtype == torch.float32
+    assert items.shape == (1437, 1, 16, 16) and items.dtype == torch.float32
     assert items.min().item() == -1.0 and items.max().item() == 1.0  # both ends reached, nothing beyond
     torch.testing.assert_close(items, dataset.images.float() / 127.5 - 1.0, rtol=0, atol=0)
     assert dataset.labels.dtype == torch.long and set(dataset.labels.tolist()) == set(range(10))
-    assert dataset.summary() == "loaded 1797 images (1 channel, 16x16) from digits (scikit-learn, 1797 images)"
+    assert dataset.summary() == ("loaded 1437 images (1 channel, 16x16) from digits (scikit-learn, train split: "
+                                 "1437 of 1797 images, seed 0)")
     assert torch.equal(load_image_dataset("digits").images, dataset.images)  # deterministic
+    train, held_out = load_digits_split(resolution=16)
+    assert torch.equal(dataset.images, train.images)  # the evaluation's held-out digits are never trained on
+    assert torch.equal(load_image_dataset("digits", split="test").images, held_out.images)
+    assert len(load_image_dataset("digits", split="all")) == 1797
+    with pytest.raises(InputError, match="digits split 'validation' does not exist; choose one of train, test, all"):
+        load_image_dataset("digits", split="validation")
 
 
 def test_digits_at_resolution_8_are_sklearn_values_scaled_to_255():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    dataset = load_image_dataset("digits", resolution=8)
+    dataset = load_image_dataset("digits", resolution=8, split="all")
 
     expected = np.rint(digits.images * 255.0 / 16.0).astype(np.uint8)  # 0..16 -> 0..255, no resize at 8
     np.testing.assert_array_equal(dataset.images[:, 0].numpy(), expected)
@@ -82,12 +89,12 @@ def test_digits_at_resolution_8_are_sklearn_values_scaled_to_255():
 def test_digits_with_three_channels_repeats_the_gray_channel():
     dataset = load_image_dataset("digits", num_channels=3)
 
-    assert dataset.images.shape == (1797, 3, 16, 16)
+    assert dataset.images.shape == (1437, 3, 16, 16)
     assert torch.equal(dataset.images[:, 0], dataset.images[:, 2])
 
 
 def test_digits_split_is_a_stratified_deterministic_partition():
-    full = load_image_dataset("digits")
+    full = load_image_dataset("digits", split="all")
     train, held_out = load_digits_split(resolution=16, held_out_fraction=0.2, seed=0)
 
     assert (len(train), len(held_out)) == (1437, 360)
