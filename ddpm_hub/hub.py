@@ -4,8 +4,9 @@ The network boundary is one `huggingface_hub.HfApi`-like object (`api=`): `push_
 `create_repo` and `upload_folder`, so tests inject a fake and nothing here needs a connection.
 
 What is uploaded: the diffusers pipeline folder (`model_index.json`, `unet/`, `scheduler/`, `README.md`,
-sample images), never the training leftovers next to it (`checkpoint-*` folders hold optimizer state and
-RNG pickles, `logs/` holds tensorboard events, `*.tmp` are half-written files).
+sample images; for text-to-image also `vae/`, `text_encoder/`, `tokenizer/`), never the training leftovers next
+to it (`checkpoint-*` and `vae-checkpoint-*` folders hold optimizer state and RNG pickles, `logs/` holds
+tensorboard events, `*.tmp` and `.tmp-*` are half-written files).
 
 The token is only ever passed on as an argument: it is never logged, printed or written to disk.
 """
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 UPLOAD_IGNORE_PATTERNS = (
     "checkpoint-*",
     ".tmp-checkpoint-*",
+    "vae-checkpoint-*",  # text-to-image's VAE stage (ddpm_hub.vae.train_vae)
+    ".tmp-vae-checkpoint-*",
+    ".tmp-export-*",  # a part being written (ddpm_hub.export, ddpm_hub.text_to_image)
     "logs/",
     "*.tmp",
 )
@@ -83,7 +87,8 @@ def push_to_hub(
     """Create (or reuse) the model repo `repo_id` and upload the pipeline folder to it; return the repo URL.
 
     `folder` must be a diffusers pipeline folder (it contains `model_index.json`). `checkpoint-*`,
-    `.tmp-checkpoint-*`, `logs/` and `*.tmp` are never uploaded, nor anything matching `ignore_patterns`.
+    `vae-checkpoint-*`, `.tmp-*checkpoint-*`, `.tmp-export-*`, `logs/` and `*.tmp` are never uploaded, nor anything
+    matching `ignore_patterns`.
     `token=None` uses the cached login (`hf auth login`) or the HF_TOKEN environment variable.
     `api` defaults to `huggingface_hub.HfApi()`.
     """

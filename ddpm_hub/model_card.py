@@ -135,7 +135,8 @@ def _describe_model(
 
     base_link = f"fine-tuned from [{base_model}](https://huggingface.co/{base_model})" if base_model else None
     if task == "text-to-image":
-        origin = base_link or "fine-tuned"
+        fine_tuned = base_model or hyperparameters.get("pretrained_model_name_or_path")
+        origin = base_link or ("fine-tuned" if fine_tuned else "trained from scratch")
         text = (
             f"A Stable Diffusion text-to-image pipeline whose denoiser, a {unet_text}, was {origin} with the DDPM "
             f"noise-prediction objective (Ho et al., 2020), trained with the {scheduler_text} noise schedule."
@@ -225,7 +226,7 @@ def render_model_card(
         prompt_literal=_python_str(validation_prompts[0] if validation_prompts else DEFAULT_PROMPT),
         ddpm_chain=ddpm_chain,
         ddpm_steps_arg="" if ddpm_steps == 1000 else f", num_inference_steps={ddpm_steps}",
-        ddim_steps=min(50, ddpm_steps),
+        fast_steps=min(25, ddpm_steps - 1),  # DPM-Solver++ fails at all T steps with 'leading' spacing
         dataset_sentence=dataset_sentence,
         hyperparameters=[(_cell(k), _cell(v)) for k, v in hyperparameters.items() if not _is_secret(k, v)],
         final_loss=_number(final_loss),

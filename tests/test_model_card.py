@@ -84,11 +84,11 @@ def test_unconditional_card_body(run_dir):
     assert "`DDPMScheduler` (1000 timesteps, `linear` β schedule, predicting `epsilon`)" in body
     assert "(https://huggingface.co/datasets/huggan/smithsonian_butterflies_subset)" in body
     assert "![Samples from ddpm-butterflies-64](samples/final.png)" in body
-    # Usage: DDPM with the repo id, then the DDIM swap.
+    # Usage: DDPM with the repo id, then the DPM-Solver++ swap.
     assert "from diffusers import DDPMPipeline" in body
     assert 'DDPMPipeline.from_pretrained("alice/ddpm-butterflies-64")' in body
     assert "images = pipe(batch_size=8).images" in body
-    assert "DDIMScheduler.from_config(pipe.scheduler.config)" in body
+    assert "DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)" in body
     # Hyperparameters table, loss, metrics, credit line.
     for row in ["| learning_rate | 0.0001 |", "| train_batch_size | 16 |", "| lr_scheduler | cosine |"]:
         assert row in body
@@ -229,5 +229,5 @@ def test_usage_snippets_run_against_a_tiny_saved_pipeline(tmp_path):
     exec(blocks[0], namespace)
     assert len(namespace["images"]) == 8 and namespace["images"][0].size == (8, 8)
     exec(blocks[1], namespace)
-    assert type(namespace["pipe"].scheduler).__name__ == "DDIMScheduler"
+    assert type(namespace["pipe"].scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert len(namespace["images"]) == 8

@@ -28,7 +28,7 @@ def tiny_config(tmp_path_factory) -> str:
 def _args(output_dir, tiny_config, *extra: str) -> list[str]:
     return ["--output_dir", str(output_dir), "--model_config_name_or_path", tiny_config, "--train_batch_size", "32",
             "--eval_batch_size", "4", "--ddpm_num_inference_steps", "4", "--logger", "none", "--max_train_steps", "2",
-            *extra]
+            "--eval_epochs", "0", *extra]
 
 
 def _train(output_dir, tiny_config, *extra: str, hub_api=None) -> Path:
@@ -69,7 +69,9 @@ def test_default_run_writes_a_diffusers_pipeline_folder(tmp_path, tiny_config):
     images = pipe(batch_size=2, num_inference_steps=3, output_type="np", generator=torch.manual_seed(0)).images
     assert images.shape == (2, 16, 16, 1) and np.isfinite(images).all()
     ours = DDPMScheduler.from_pretrained(out, subfolder="scheduler")
-    assert ours.config.num_train_timesteps == 1000 and ours.config.prediction_type == "epsilon"
+    assert ours.config.num_train_timesteps == 1000 and ours.config.prediction_type == "v_prediction"
+    assert ours.config.beta_schedule == "squaredcos_cap_v2"  # the tuned defaults (README: issue 4)
+    assert ours.config.timestep_spacing == "trailing" and pipe.scheduler.config.timestep_spacing == "trailing"
 
     # the exported weights are the EMA weights of the last checkpoint
     checkpoints = sorted(out.glob("checkpoint-*"))
@@ -186,6 +188,9 @@ def test_mixed_folder_trains_and_reports_skips(tmp_path, tiny_config, capsys):
     (["--resolution", "15"], "--resolution 15 is not usable by this UNet: it must be a positive multiple of 2"),
     (["--prediction_type", "noise"], "--prediction_type 'noise' is not supported; choose one of epsilon"),
     (["--ddpm_num_inference_steps", "2000"], "--ddpm_num_inference_steps 2000 exceeds"),
+    (["--eval_epochs", "-1"], "--eval_epochs must be an integer >= 0, got -1"),
+    (["--eval_num_samples", "1"], "--eval_num_samples must be an integer >= 2, got 1"),
+    (["--eval_bpd_timesteps", "1"], "--eval_bpd_timesteps must be 'full' or an integer K >= 2, got 1"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, tiny_config, capsys, extra, match):
     code = train_ddpm.cli(_args(tmp_path / "run", tiny_config, *extra))
@@ -313,3 +318,59 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path, tiny_config, capsys):
                                 "--max_train_steps", "6", "--train_batch_size", "16"))
     err = capsys.readouterr().err
     assert code == 2 and "the loss became nan" in err and "--learning_rate" in err
+
+
+def _scalars(logs: Path) -> dict:
+    """tensorboard scalars written under logs: {tag: [(step, value), ...]}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = {}
+    for events in logs.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            values.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return values
+
+
+def test_eval_epochs_logs_metrics_and_writes_them_to_the_card(tmp_path, tiny_config):
+    """Digits: every --eval_epochs (and after the last) the sample-quality metrics and held-out bits/dim are
+    logged as eval/* and the last ones land in the model card; the numbers are those of evaluate_model on the
+    exported (EMA) weights."""
+    from diffusers import UNet2DModel
+
+    from ddpm_hub import DDPMScheduler
+    from ddpm_hub.evaluation import evaluate_model
+
+    eval_flags = ["--eval_num_samples", "8", "--eval_inference_steps", "3", "--eval_bpd_timesteps", "4",
+                  "--eval_bpd_images", "4"]
+    out = _train(tmp_path / "run", tiny_config, "--max_train_steps", "3", "--train_batch_size", "1500",
+                 "--eval_epochs", "2", "--logger", "tensorboard", *eval_flags)
+    scalars = _scalars(out / "logs")
+    for tag in ("eval/fd", "eval/fd_floor", "eval/fd_ratio", "eval/confidence", "eval/classes_covered",
+                "eval/bits_per_dim", "eval/bits_per_dim_se", "eval/sampling_seconds"):
+        assert [step for step, _ in scalars[tag]] == [2, 3], tag  # epochs of 1 step: after epoch 2 and the last
+
+    unet = UNet2DModel.from_pretrained(out, subfolder="unet")
+    scheduler = DDPMScheduler.from_pretrained(out, subfolder="scheduler")
+    expected = evaluate_model(unet, scheduler, num_samples=8, sampler="dpm", num_inference_steps=3, bpd_timesteps=4,
+                              bpd_images=None, seed=0)
+    assert scalars["eval/fd"][-1][1] == pytest.approx(expected["fd"], rel=1e-4)
+    assert scalars["eval/bits_per_dim"][-1][1] == pytest.approx(expected["bits_per_dim"], rel=1e-4)
+    assert 2.0 < expected["bits_per_dim"] < 12.0 and expected["fd"] > expected["fd_floor"] > 0
+
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card and "| evaluated at step | 3 |" in card
+    assert "| Frechet digits distance (8 samples, DPM-Solver++ 3 steps) | " in card
+    assert f"{expected['bits_per_dim']:.4f} ± " in card and "held-out digits, 4 images, 4-term estimate" in card
+
+
+def test_eval_on_other_data_reports_training_image_bits_per_dim(tmp_path, tiny_config, capsys):
+    folder = _image_folder(tmp_path / "images", count=6)
+    out = _train(tmp_path / "run", tiny_config, "--train_data_dir", str(folder), "--eval_epochs", "1",
+                 "--eval_bpd_timesteps", "3", "--eval_bpd_images", "4", "--max_train_steps", "1")
+    printed = capsys.readouterr().out
+    assert "evaluation at step 1: bits_per_dim " in printed and "fd" not in printed.split("evaluation at step 1:")[1]
+    card = (out / "README.md").read_text()
+    assert "bits/dim (first 4 training images images, 3-term estimate)" not in card  # no doubled word
+    assert "bits/dim (first 4 training images, 3-term estimate)" in card and "Frechet" not in card

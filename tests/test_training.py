@@ -93,7 +93,8 @@ def test_hybrid_v_prediction_run_exports_a_learned_range_pipeline(tmp_path):
         "--output_dir", str(tmp_path / "run"), "--model_config_name_or_path", str(config), "--max_train_steps", "2",
         "--train_batch_size", "16", "--loss_type", "hybrid", "--prediction_type", "v_prediction",
         "--snr_gamma", "5", "--noise_offset", "0.05", "--logger", "none", "--eval_batch_size", "2",
-        "--ddpm_num_inference_steps", "3"])).output_dir
+        "--ddpm_num_inference_steps", "3", "--eval_num_samples", "4", "--eval_inference_steps", "2",
+        "--eval_bpd_timesteps", "2", "--eval_bpd_images", "2"])).output_dir  # evaluates with DPM-Solver++
     scheduler_config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler_config["variance_type"] == "learned_range"
     assert scheduler_config["prediction_type"] == "v_prediction"
