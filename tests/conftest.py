@@ -40,3 +40,16 @@ def tiny_unet(in_channels: int = 3, out_channels: int | None = None, sample_size
 @pytest.fixture
 def tmp_dir(tmp_path):
     return tmp_path
+
+
+def tensorboard_scalars(logs) -> dict:
+    """tensorboard scalars written under the folder logs: {tag: [(step, value), ...]}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = {}
+    for events in logs.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            values.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return values

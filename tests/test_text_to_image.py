@@ -40,6 +40,8 @@ from ddpm_hub.text_to_image import (  # noqa: E402
 from ddpm_hub.training import LossConfig  # noqa: E402
 from ddpm_hub.vae import build_vae  # noqa: E402
 
+from conftest import tensorboard_scalars  # noqa: E402
+
 # a UNet2DConditionModel of a few thousand parameters (4 x 4 x 4 latents of 16x16 images through the default
 # three-level VAE; 4 x 8 x 8 through the two-level TINY_VAE)
 TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
@@ -209,21 +211,9 @@ def test_run_exports_a_stable_diffusion_folder_that_stock_diffusers_samples(tmp_
     assert card.data.pipeline_tag == "text-to-image" and "trained from scratch" in card.text
     assert "- a red circle" in card.text and "- a blue square" in card.text and "samples/latest.png" in card.text
     assert "| prompt adherence at guidance 3 (3 shapes prompts, DPM-Solver++ 2 steps) |" in card.text
-    scalars = _scalars(out / "logs")
+    scalars = tensorboard_scalars(out / "logs")
     for tag in ("eval/adherence", "eval/adherence_unguided", "eval/adherence_colour", "eval/adherence_shape"):
         assert [step for step, _ in scalars[tag]] == [2] and 0.0 <= scalars[tag][0][1] <= 1.0, tag
-
-
-def _scalars(logs: Path) -> dict:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = {}
-    for events in logs.rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            values.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
-    return values
 
 
 def test_resume_continues_exactly_and_skips_a_finished_vae_stage(tmp_path, unet_config, caplog):

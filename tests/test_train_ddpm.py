@@ -14,7 +14,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train_ddpm  # noqa: E402
-from conftest import TINY_UNET  # noqa: E402
+from conftest import TINY_UNET, tensorboard_scalars  # noqa: E402
 
 
 
@@ -320,19 +320,6 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path, tiny_config, capsys):
     assert code == 2 and "the loss became nan" in err and "--learning_rate" in err
 
 
-def _scalars(logs: Path) -> dict:
-    """tensorboard scalars written under logs: {tag: [(step, value), ...]}."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = {}
-    for events in logs.rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            values.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
-    return values
-
-
 def test_eval_epochs_logs_metrics_and_writes_them_to_the_card(tmp_path, tiny_config):
     """Digits: every --eval_epochs (and after the last) the sample-quality metrics and held-out bits/dim are
     logged as eval/* and the last ones land in the model card; the numbers are those of evaluate_model on the
@@ -346,7 +333,7 @@ def test_eval_epochs_logs_metrics_and_writes_them_to_the_card(tmp_path, tiny_con
                   "--eval_bpd_images", "4"]
     out = _train(tmp_path / "run", tiny_config, "--max_train_steps", "3", "--train_batch_size", "1500",
                  "--eval_epochs", "2", "--logger", "tensorboard", *eval_flags)
-    scalars = _scalars(out / "logs")
+    scalars = tensorboard_scalars(out / "logs")
     for tag in ("eval/fd", "eval/fd_floor", "eval/fd_ratio", "eval/confidence", "eval/classes_covered",
                 "eval/bits_per_dim", "eval/bits_per_dim_se", "eval/sampling_seconds"):
         assert [step for step, _ in scalars[tag]] == [2, 3], tag  # epochs of 1 step: after epoch 2 and the last
