@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in TASK_DEFAULTS[args.task].items():
         if name not in args.given_flags:
             setattr(args, name, value)
+    if args.timestep_spacing is None:
+        args.timestep_spacing = "leading" if args.prediction_type == "epsilon" else "trailing"
     return args
 
 
@@ -120,10 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--ddpm_num_inference_steps", type=int, default=1000, help="DDPM steps for sample grids")
     model.add_argument("--ddpm_beta_schedule", default="squaredcos_cap_v2",
                        help="linear, scaled_linear, squaredcos_cap_v2, sigmoid")
-    model.add_argument("--timestep_spacing", default="trailing", choices=("leading", "trailing", "linspace"),
+    model.add_argument("--timestep_spacing", default=None, choices=("leading", "trailing", "linspace"),
                        help="saved in the scheduler config: how fewer-than-T sampling steps are spread, also for "
-                            "DDIM/DPM-Solver swapped in from it (trailing starts at t = T-1; diffusers' default is "
-                            "leading)")
+                            "DDIM/DPM-Solver swapped in from it. Default: trailing (starts at t = T-1) for v and "
+                            "sample prediction; leading (diffusers' default) for epsilon, whose x0 = (x_t - "
+                            "sqrt(1-abar) eps) / sqrt(abar) blows up at t = T-1 of the cosine schedule")
     model.add_argument("--prediction_type", default="v_prediction", help="epsilon, sample or v_prediction")
     model.add_argument("--loss_type", default="simple", help="simple (L_simple) or hybrid (L_simple + lambda L_vlb "
                                                              "with a learned_range variance, Improved DDPM)")

@@ -361,3 +361,12 @@ def test_eval_on_other_data_reports_training_image_bits_per_dim(tmp_path, tiny_c
     card = (out / "README.md").read_text()
     assert "bits/dim (first 4 training images images, 3-term estimate)" not in card  # no doubled word
     assert "bits/dim (first 4 training images, 3-term estimate)" in card and "Frechet" not in card
+
+
+def test_timestep_spacing_default_follows_the_prediction_type():
+    """trailing starts few-step samplers at t = T-1, where x0 from an epsilon prediction divides by sqrt(abar_T-1)
+    (about 5e-5 for the cosine schedule): epsilon models keep diffusers' leading spacing unless told otherwise."""
+    assert train_ddpm.parse_args([]).timestep_spacing == "trailing"  # v-prediction, the default
+    assert train_ddpm.parse_args(["--prediction_type", "epsilon"]).timestep_spacing == "leading"
+    assert train_ddpm.parse_args(["--prediction_type", "epsilon", "--timestep_spacing", "trailing"]
+                                 ).timestep_spacing == "trailing"
