@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ddpm_hub.evaluate import bpd_timesteps_arg
+    from ddpm_hub.evaluation import SAMPLERS
+
     p = _OneLineParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--task", default="unconditional", choices=TASKS,
                    help="unconditional: a pixel-space DDPMPipeline; text-to-image: a latent, text-conditioned "
@@ -167,11 +170,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="evaluate every N epochs and after the last (0: never): bits/dim, and for the built-in "
                          "digits the Frechet digits distance to held-out digits, its floor, confidence, coverage")
     ev.add_argument("--eval_num_samples", type=int, default=256, help="images sampled for the digits metrics")
-    ev.add_argument("--eval_scheduler", default="dpm", choices=("ddpm", "ddim", "dpm"),
+    ev.add_argument("--eval_scheduler", default="dpm", choices=SAMPLERS,
                     help="sampler for the evaluation (dpm: DPM-Solver++ 2M)")
     ev.add_argument("--eval_inference_steps", type=int, default=25,
                     help="sampling steps for the evaluation (at most --ddpm_num_steps)")
-    ev.add_argument("--eval_bpd_timesteps", type=_bpd_timesteps, default=50,
+    ev.add_argument("--eval_bpd_timesteps", type=bpd_timesteps_arg, default=50,
                     help="bits/dim: 'full' (all T terms) or K for the unbiased K-term estimate (K >= T: full)")
     ev.add_argument("--eval_bpd_images", type=int, default=64,
                     help="images for bits/dim: held-out digits, or for other data the first N training images")
@@ -221,15 +224,6 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--hub_token", default=None, help="token for the upload (used, never written anywhere)")
     out.add_argument("--hub_private_repo", action="store_true", help="create the repo private")
     return p
-
-
-def _bpd_timesteps(value: str) -> int | None:
-    if value == "full":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'full' or an integer K, got {value!r}") from None
 
 
 def main(args: argparse.Namespace, hub_api=None) -> TrainingSummary:
@@ -733,7 +727,8 @@ def _evaluate(accelerator, unet, ema, scheduler, dataset, args, global_step: int
     model = _export_weights(accelerator, unet, ema)
     metrics = evaluate_model(model, scheduler, num_samples=args.eval_num_samples, sampler=args.eval_scheduler,
                              num_inference_steps=args.eval_inference_steps, bpd_timesteps=args.eval_bpd_timesteps,
-                             bpd_images=bpd_images, digits=digits, seed=args.seed)
+                             bpd_images=bpd_images, bpd_num_images=args.eval_bpd_images, digits=digits,
+                             seed=args.seed)
     accelerator.log({f"eval/{name}": value for name, value in metrics.items() if value is not None}, step=global_step)
     summary = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items() if value is not None)
     accelerator.print(f"evaluation at step {global_step}: {summary}")
@@ -742,12 +737,14 @@ def _evaluate(accelerator, unet, ema, scheduler, dataset, args, global_step: int
 
 def _card_metrics(metrics: dict, args: argparse.Namespace, global_step: int, digits: bool) -> dict:
     """Evaluation results with the labels a model-card reader needs (what was sampled, against what)."""
+    from ddpm_hub.evaluation import SAMPLER_NAMES
+
     terms = "full bound" if args.eval_bpd_timesteps is None else f"{args.eval_bpd_timesteps}-term estimate"
     where = f"held-out digits, {args.eval_bpd_images} images" if digits else \
         f"first {args.eval_bpd_images} training images"
     card = {"evaluated at step": global_step}
     if digits:
-        sampler = {"ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++"}[args.eval_scheduler]
+        sampler = SAMPLER_NAMES[args.eval_scheduler]
         card[f"Frechet digits distance ({args.eval_num_samples} samples, {sampler} "
              f"{args.eval_inference_steps} steps)"] = metrics["fd"]
         card["real-vs-real floor at that count / ratio"] = f"{metrics['fd_floor']:.4g} / {metrics['fd_ratio']:.3g}x"
@@ -906,7 +903,8 @@ def _evaluate_text_to_image(accelerator, components, args, global_step: int) -> 
     """Prompt adherence on the built-in shapes (`ddpm_hub.text_to_image.prompt_adherence`): --eval_num_samples
     prompts sampled at --guidance_scale and at 1 (no guidance); logged as eval/adherence, eval/adherence_unguided
     (and the colour and shape shares) and returned labelled for the model card. Other data: nothing to score."""
-    from ddpm_hub.text_to_image import SAMPLER_NAMES, prompt_adherence
+    from ddpm_hub.evaluation import SAMPLER_NAMES
+    from ddpm_hub.text_to_image import prompt_adherence
 
     if not accelerator.is_main_process:
         return {}
@@ -924,7 +922,8 @@ def _evaluate_text_to_image(accelerator, components, args, global_step: int) -> 
     accelerator.log({f"eval/{name}": value for name, value in metrics.items()}, step=global_step)
     accelerator.print(f"evaluation at step {global_step}: {guided.summary()} at guidance {args.guidance_scale:g}; "
                       f"{unguided.accuracy:.3f} without guidance")
-    where = f"{args.eval_num_samples} shapes prompts, {SAMPLER_NAMES[args.eval_scheduler]} {args.eval_inference_steps} steps"
+    where = (f"{args.eval_num_samples} shapes prompts, {SAMPLER_NAMES[args.eval_scheduler]} "
+             f"{args.eval_inference_steps} steps")
     return {"evaluated at step": global_step,
             f"prompt adherence at guidance {args.guidance_scale:g} ({where})": guided.accuracy,
             "colour / shape correct at that guidance": f"{guided.colour_accuracy:.3f} / {guided.shape_accuracy:.3f}",

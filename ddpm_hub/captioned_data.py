@@ -34,9 +34,8 @@ from .data import (
     ImageDataset,
     _check_resolution,
     _count_reasons,
-    _fetch,
     _image_column,
-    _is_saved_to_disk,
+    open_dataset,
     _prepare,
     _row_image,
     _Skip,
@@ -309,16 +308,7 @@ def _dataset_rows(dataset_name: str, config_name: str | None, image_column: str 
     import datasets
 
     flag = f"--dataset_name {dataset_name!r}"
-    if os.path.isdir(dataset_name) and _is_saved_to_disk(dataset_name):
-        loaded = datasets.load_from_disk(dataset_name)
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise InputError(f"{flag} has no split {split!r}; available splits: {', '.join(loaded)}")
-            loaded = loaded[split]
-        source = f"dataset saved at {dataset_name!r}"
-    else:
-        loaded = _fetch(datasets, dataset_name, config_name, cache_dir, split)
-        source = f"dataset {dataset_name!r}"
+    loaded, source = open_dataset(dataset_name, config_name, cache_dir, split)
     columns = list(loaded.column_names)
     image = _image_column(loaded, image_column, flag)
     _check_caption_column(loaded, caption_column, flag)

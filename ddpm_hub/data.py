@@ -352,16 +352,7 @@ def _load_hf_dataset(
     import datasets
 
     flag = f"--dataset_name {dataset_name!r}"
-    if os.path.isdir(dataset_name) and _is_saved_to_disk(dataset_name):
-        loaded = datasets.load_from_disk(dataset_name)
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise InputError(f"{flag} has no split {split!r}; available splits: {', '.join(loaded)}")
-            loaded = loaded[split]
-        source = f"dataset saved at {dataset_name!r}"
-    else:
-        loaded = _fetch(datasets, dataset_name, dataset_config_name, cache_dir, split)
-        source = f"dataset {dataset_name!r}"
+    loaded, source = open_dataset(dataset_name, dataset_config_name, cache_dir, split)
     source += f" (split {split!r}, {len(loaded)} rows)"
 
     column = _image_column(loaded, image_column, flag)
@@ -390,6 +381,23 @@ def _load_hf_dataset(
         skipped=skipped,
         unit="rows",
     )
+
+
+def open_dataset(dataset_name: str, config_name: str | None, cache_dir: str | None, split: str) -> tuple[Any, str]:
+    """(the `split` of a datasets Dataset, a description of where it came from): a folder written by
+    `save_to_disk` (a Dataset, or a DatasetDict holding `split`), else `load_dataset` (Hub id or local folder)
+    with the offline and not-found messages of `_fetch`."""
+    import datasets
+
+    if os.path.isdir(dataset_name) and _is_saved_to_disk(dataset_name):
+        loaded = datasets.load_from_disk(dataset_name)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise InputError(f"--dataset_name {dataset_name!r} has no split {split!r}; available splits: "
+                                 f"{', '.join(loaded)}")
+            loaded = loaded[split]
+        return loaded, f"dataset saved at {dataset_name!r}"
+    return _fetch(datasets, dataset_name, config_name, cache_dir, split), f"dataset {dataset_name!r}"
 
 
 def _is_saved_to_disk(directory: str) -> bool:

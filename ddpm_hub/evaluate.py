@@ -29,7 +29,8 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _bpd_timesteps(value: str) -> int | None:
+def bpd_timesteps_arg(value: str) -> int | None:
+    """argparse type for a bits/dim term count: 'full' (None) or an integer K."""
     if value == "full":
         return None
     try:
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sampler built from the model's scheduler config: ddpm (its own), ddim (eta 0) or dpm "
                         "(DPM-Solver++ multistep)")
     p.add_argument("--batch_size", type=int, default=64, help="images sampled per batch")
-    p.add_argument("--bpd_timesteps", type=_bpd_timesteps, default=100,
+    p.add_argument("--bpd_timesteps", type=bpd_timesteps_arg, default=100,
                    help="bits/dim: 'full' (all T terms) or K for the unbiased K-term estimate")
     p.add_argument("--bpd_images", type=int, default=64, help="held-out images for bits/dim (one batch)")
     p.add_argument("--inception_weights", default=None,

@@ -411,6 +411,7 @@ def inception_features(extractor, images: torch.Tensor, batch_size: int = 50) ->
 
 # -------------------------------------------------------------------------------------------------- sampling
 SAMPLERS = ("ddpm", "ddim", "dpm")
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++"}
 
 
 def sampling_pipeline(unet, scheduler, kind: str = "ddpm"):
@@ -491,7 +492,8 @@ def generate_images(pipeline, num_samples: int, num_inference_steps: int, batch_
 
 
 def evaluate_model(unet, scheduler, *, num_samples: int = 256, sampler: str = "dpm", num_inference_steps: int = 25,
-                   bpd_timesteps: int | None = 50, bpd_images: torch.Tensor | None = None, digits: bool = True,
+                   bpd_timesteps: int | None = 50, bpd_images: torch.Tensor | None = None, bpd_num_images: int = 64,
+                   digits: bool = True,
                    seed: int = 0, batch_size: int = 128, classifier: DigitsClassifier | None = None) -> dict[str, float]:
     """The evaluation run during training (train_ddpm.py --eval_epochs): flat float metrics for tensorboard and
     the model card.
@@ -499,8 +501,8 @@ def evaluate_model(unet, scheduler, *, num_samples: int = 256, sampler: str = "d
     unet, scheduler: the model (its EMA weights if any) and its DDPMScheduler.
     digits: score num_samples images drawn with `sampler` in num_inference_steps (`digits_metrics`); only for
         1-channel 16x16 models of the built-in digits.
-    bpd_images: real images [M x C x H x W] in [-1, 1] for bits/dim (None: the held-out digits), all of them in
-        one batch, with bpd_timesteps terms (None: the full bound).
+    bpd_images: real images [M x C x H x W] in [-1, 1] for bits/dim, all of them in one batch (None: the first
+        bpd_num_images held-out digits), with bpd_timesteps terms (None: the full bound).
     Returns fd, fd_floor, fd_ratio, confidence, classes_covered, smallest_class_share, sampling_seconds (digits
     only), bits_per_dim and bits_per_dim_se.
     """
@@ -517,7 +519,7 @@ def evaluate_model(unet, scheduler, *, num_samples: int = 256, sampler: str = "d
         scores = digits_metrics(images, classifier=classifier, seed=seed)
         for key in ("fd", "fd_floor", "fd_ratio", "confidence", "classes_covered", "smallest_class_share"):
             metrics[key] = scores[key]
-    count = 64 if bpd_images is None else len(bpd_images)
+    count = bpd_num_images if bpd_images is None else len(bpd_images)
     bound = heldout_bits_per_dim((unet, scheduler), num_images=count, num_timesteps=bpd_timesteps, seed=seed,
                                  images=bpd_images)
     metrics["bits_per_dim"], metrics["bits_per_dim_se"] = bound["mean"], bound["standard_error"]

@@ -24,13 +24,19 @@ def save_pipeline(output_dir: str | os.PathLike, unet, scheduler_config: dict) -
     from diffusers import DDPMPipeline
     from diffusers import DDPMScheduler as DiffusersDDPMScheduler
 
+    pipeline = DDPMPipeline(unet=unet, scheduler=DiffusersDDPMScheduler.from_config(scheduler_config))
+    return save_pipeline_parts(pipeline, output_dir, PIPELINE_PARTS)
+
+
+def save_pipeline_parts(pipeline, output_dir: str | os.PathLike, parts: tuple[str, ...]) -> Path:
+    """`pipeline.save_pretrained` (safetensors) into a temporary folder inside output_dir, then each of `parts`
+    swapped in by renames; other files in output_dir are left alone."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = DDPMPipeline(unet=unet, scheduler=DiffusersDDPMScheduler.from_config(scheduler_config))
     staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=output_dir))
     try:
         pipeline.save_pretrained(staging, safe_serialization=True)
-        swap_in(staging, output_dir, PIPELINE_PARTS)
+        swap_in(staging, output_dir, parts)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir

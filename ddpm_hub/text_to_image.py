@@ -40,7 +40,8 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .export import swap_in
+from .evaluation import SAMPLERS
+from .export import save_pipeline_parts, swap_in
 from .scheduling_ddpm import DDPMScheduler
 from .shapes import COLOURS, SHAPES, AdherenceResult, score_prompt_adherence
 from .text_encoder import tokenize_captions
@@ -53,8 +54,6 @@ DEFAULT_VALIDATION_PROMPTS = ("a red circle", "a green square", "a blue triangle
 COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 PIPELINE_PARTS = (*COMPONENTS, "model_index.json")
 PRETRAINED_FLAG = "--pretrained_model_name_or_path"
-SAMPLERS = ("ddpm", "ddim", "dpm")
-SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++"}
 
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -457,16 +456,7 @@ def save_text_to_image_pipeline(output_dir: str | os.PathLike, components: TextT
     folder and swapped in by renames (`ddpm_hub.export.swap_in`); other files in output_dir are left alone.
     The folder names diffusers and transformers classes only, so
     `StableDiffusionPipeline.from_pretrained(output_dir, safety_checker=None)` loads it without ddpm_hub."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = build_pipeline(components, "ddpm")
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=output_dir))
-    try:
-        pipeline.save_pretrained(staging, safe_serialization=True)
-        swap_in(staging, output_dir, PIPELINE_PARTS)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+    return save_pipeline_parts(build_pipeline(components, "ddpm"), output_dir, PIPELINE_PARTS)
 
 
 # --------------------------------------------------------------------------------------------------- sampling

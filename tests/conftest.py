@@ -53,3 +53,15 @@ def tensorboard_scalars(logs) -> dict:
         for tag in accumulator.Tags()["scalars"]:
             values.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
     return values
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Hub offline mode, effective even though datasets / huggingface_hub read the variables at import."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)

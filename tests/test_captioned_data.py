@@ -35,18 +35,6 @@ def _assert_one_line(excinfo: pytest.ExceptionInfo) -> None:
 
 
 @pytest.fixture
-def offline(monkeypatch):
-    """Hub offline mode, effective even though datasets / huggingface_hub read the variables at import."""
-    import datasets.config
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-
-
-@pytest.fixture
 def captioned_folder(tmp_path: Path) -> Path:
     """An imagefolder: a metadata.jsonl in shuffled order with a string, an empty, a missing and a list caption,
     a nested file, plus an unlisted image, a listed missing file and a listed corrupt file."""

@@ -364,18 +364,6 @@ def test_dataset_name_and_train_data_dir_together(tmp_path):
 # Hugging Face datasets
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    """Hub offline mode, effective even though datasets / huggingface_hub read the variables at import."""
-    import datasets.config
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-
-
 def _image_rows() -> tuple[list[dict], list[np.ndarray]]:
     arrays = [_noise(16, 16, seed=10), _noise(16, 16, seed=11)]
     rows = [{"bytes": _png_bytes(Image.fromarray(a)), "path": None} for a in arrays]
