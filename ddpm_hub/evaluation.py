@@ -72,7 +72,15 @@ def train_digits_classifier(seed: int = 0, epochs: int = 12, batch_size: int = 6
                             learning_rate: float = 3e-3) -> DigitsClassifier:
     """Train `DigitsClassifier` on the digits train split only (`load_digits_split`, seed 0), deterministically
     for a given seed and thread count; the held-out split is never seen. Augmentation: random shifts of up to
-    one pixel, so that slightly off-centre samples are still read. Leaves torch's global RNG as it was."""
+    one pixel, so that slightly off-centre samples are still read. Leaves torch's global RNG as it was.
+
+    Trains with gradients whatever the caller's grad mode (no_grad, inference_mode): `digits_metrics`, a no_grad
+    function, trains the classifier on first use, when the cache is empty."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _fit_digits_classifier(seed, epochs, batch_size, learning_rate)
+
+
+def _fit_digits_classifier(seed: int, epochs: int, batch_size: int, learning_rate: float) -> DigitsClassifier:
     from .data import load_digits_split
 
     train, _ = load_digits_split(resolution=DIGITS_RESOLUTION)

@@ -264,21 +264,22 @@ def train_vae(
 
     # 2. the loop
     bar = tqdm(total=num_steps, initial=start, desc="vae", unit="step", disable=not progress)
-    for step in range(start, num_steps):
-        batch = _to_unit_range(images[_batch_indices(step, len(images), batch_size, seed)])
-        out = vae_loss(vae, batch, beta, generator=generator)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"the VAE loss is {out.loss.item()} at step {step + 1}: lower learning_rate "
-                                     f"({learning_rate}) or beta ({beta})")
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-        history["reconstruction"].append(out.reconstruction.item())
-        history["kl"].append(out.kl.item())
-        bar.update(1)
-        bar.set_postfix(rec=f"{history['reconstruction'][-1]:.4g}", kl=f"{history['kl'][-1]:.4g}")
-        if checkpointing_steps and (step + 1) % checkpointing_steps == 0:
-            checkpoint = save_vae_checkpoint(output_dir, step + 1, vae, optimizer, generator, history, run)
+    with torch.inference_mode(False), torch.enable_grad():  # gradients whatever the caller's grad mode
+        for step in range(start, num_steps):
+            batch = _to_unit_range(images[_batch_indices(step, len(images), batch_size, seed)])
+            out = vae_loss(vae, batch, beta, generator=generator)
+            if not torch.isfinite(out.loss):
+                raise FloatingPointError(f"the VAE loss is {out.loss.item()} at step {step + 1}: lower "
+                                         f"learning_rate ({learning_rate}) or beta ({beta})")
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            history["reconstruction"].append(out.reconstruction.item())
+            history["kl"].append(out.kl.item())
+            bar.update(1)
+            bar.set_postfix(rec=f"{history['reconstruction'][-1]:.4g}", kl=f"{history['kl'][-1]:.4g}")
+            if checkpointing_steps and (step + 1) % checkpointing_steps == 0:
+                checkpoint = save_vae_checkpoint(output_dir, step + 1, vae, optimizer, generator, history, run)
     bar.close()
 
     # 3. the latent scale, then the picture

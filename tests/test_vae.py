@@ -172,6 +172,17 @@ def test_training_lowers_the_reconstruction_error(trained):
     assert result.resumed_from is None and not result.vae.training
 
 
+def test_training_under_the_callers_no_grad_trains_the_same(trained, squares):
+    """The VAE stage may run inside a no_grad caller; training turns gradients on itself (5 steps of the same run)."""
+    plain = train_vae(build_vae(TINY_VAE, seed=0), squares, num_steps=5, batch_size=8, learning_rate=5e-3,
+                      beta=DEFAULT_BETA, seed=0, progress=False)
+    with torch.no_grad():
+        quiet = train_vae(build_vae(TINY_VAE, seed=0), squares, num_steps=5, batch_size=8, learning_rate=5e-3,
+                          beta=DEFAULT_BETA, seed=0, progress=False)
+    assert same_weights(plain.vae, quiet.vae) and not same_weights(plain.vae, build_vae(TINY_VAE, seed=0))
+    assert quiet.reconstruction == trained["result"].reconstruction[:5]  # the first steps of the 60-step run
+
+
 def test_training_never_touches_the_global_rng(trained):
     assert torch.equal(trained["rng_before"], trained["rng_after"])
 
