@@ -13,12 +13,32 @@ class InputError(ValueError):
 
 def run_cli(prog: str, main, parse_args, argv: list[str] | None = None) -> int:
     """Run `main(parse_args(argv))` for a command-line tool: an `InputError` prints `prog: error: message` on one
-    line and returns exit status 2; any other exception (a bug) keeps its traceback. Returns 0 on success."""
+    line and returns exit status 2; any other exception (a bug) keeps its traceback. Returns 0 on success.
+
+    Under torchrun (and `accelerate launch` with several processes, which runs torchrun) the line also goes to the
+    error file torchrun names in TORCHELASTIC_ERROR_FILE: its failure summary, printed last, then shows our line as
+    the root cause instead of "To enable traceback see: ...". A single-process `accelerate launch --quiet` prints
+    nothing after our line."""
     import sys
 
     try:
         main(parse_args(argv))
     except InputError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        line = f"{prog}: error: {error}"
+        print(line, file=sys.stderr)
+        _write_torchelastic_error_file(line)
         return 2
     return 0
+
+
+def _write_torchelastic_error_file(line: str) -> None:
+    """torch.distributed.elastic's error-file format with a plain-string message (shown as written)."""
+    import json
+    import os
+    import time
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(path, json.dumps({"message": line, "timestamp": int(time.time())}))

@@ -1,7 +1,44 @@
-"""Shared tiny fixtures: diffusers' own scheduler-test dummies and a tiny UNet2DModel."""
+"""Shared tiny fixtures: diffusers' own scheduler-test dummies and a tiny UNet2DModel; every per-user cache of the
+suite in one temporary folder."""
+
+import os
+import shutil
+import tempfile
 
 import pytest
 import torch
+
+# Where the project and its libraries write per-user files. The suite points each at a fresh temporary folder, so
+# that its result never depends on what the machine holds or on the order tests run in (a classifier cached by an
+# earlier run hid a crash on empty caches once).
+PER_USER_LOCATIONS = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "DDPM_HUB_CACHE", "HF_HOME", "MPLCONFIGDIR",
+                      "TORCH_HOME")
+_SESSION_HOME = None
+
+
+def pytest_configure(config):
+    """Before any test module is imported (huggingface_hub and datasets read HF_HOME at import time), point every
+    per-user location at a fresh folder for this session; subprocesses of the tests inherit it."""
+    global _SESSION_HOME
+    _SESSION_HOME = tempfile.mkdtemp(prefix="ddpm_hub-tests-")
+    for name in PER_USER_LOCATIONS:
+        os.environ[name] = os.path.join(_SESSION_HOME, name.lower())
+        os.makedirs(os.environ[name])
+
+
+def pytest_unconfigure(config):
+    if _SESSION_HOME is not None:
+        shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+def cold_environment(root) -> dict:
+    """os.environ with every per-user location at a new empty folder under `root` and the Hub offline: what a
+    newcomer's first run sees, for subprocess tests."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    for name in PER_USER_LOCATIONS:
+        env[name] = os.path.join(root, name.lower())
+        os.makedirs(env[name])
+    return env
 
 # a UNet2DModel config of a few thousand parameters for CLI runs (train_ddpm.py --model_config_name_or_path)
 TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
