@@ -1,8 +1,10 @@
 """Train a DDPM with accelerate and write a diffusers DDPMPipeline folder you can load and share.
 
-    accelerate launch train_ddpm.py                      # built-in digits, CPU-sized model, ~10 minutes
-    accelerate launch train_ddpm.py --train_data_dir my_images --resolution 32 --output_dir my-ddpm
-    accelerate launch train_ddpm.py --task text-to-image  # built-in captioned shapes, latent text-to-image model
+    accelerate launch --quiet train_ddpm.py                 # built-in digits, CPU-sized model, ~10 minutes
+    accelerate launch --quiet train_ddpm.py --train_data_dir my_images --resolution 32 --output_dir my-ddpm
+    accelerate launch --quiet train_ddpm.py --task text-to-image   # built-in captioned shapes, latent text-to-image
+
+--quiet: a mistake ends on our one-line message, not on accelerate's launcher traceback.
 
 Flags follow diffusers' examples/unconditional_image_generation/train_unconditional.py where they overlap, and
 for --task text-to-image its examples/text_to_image/train_text_to_image.py.
