@@ -33,3 +33,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename inside folder `path` durable; a no-op where folders cannot be opened (Windows) or fsynced."""
+    import logging
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        logging.getLogger(__name__).debug("fsync of folder %s is not supported here; the rename is still atomic",
+                                          path)
+    finally:
+        os.close(fd)

@@ -19,33 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from ddpm_hub.evaluation import SAMPLERS
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage dump) and exits 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def bpd_timesteps_arg(value: str) -> int | None:
-    """argparse type for a bits/dim term count: 'full' (None) or an integer K."""
-    if value == "full":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'full' or an integer K, got {value!r}") from None
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help keeps the docstring's example lines as written and shows each default."""
+from .cli import HelpFormatter, OneLineParser, full_or_count, run_cli
+from .sampling import SAMPLERS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _OneLineParser(prog="python -m ddpm_hub.evaluate", description=__doc__,
-                       formatter_class=_HelpFormatter)
+    p = OneLineParser(prog="python -m ddpm_hub.evaluate", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="a DDPMPipeline folder (what train_ddpm.py writes)")
     p.add_argument("--num_samples", type=int, default=256, help="images to generate and score")
     p.add_argument("--num_inference_steps", type=int, default=1000, help="sampling steps")
@@ -53,8 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sampler built from the model's scheduler config: ddpm (its own), ddim (eta 0) or dpm "
                         "(DPM-Solver++ multistep)")
     p.add_argument("--batch_size", type=int, default=64, help="images sampled per batch")
-    p.add_argument("--bpd_timesteps", type=bpd_timesteps_arg, default=100,
-                   help="bits/dim: 'full' (all T terms) or K for the unbiased K-term estimate")
+    p.add_argument("--bpd_timesteps", type=full_or_count, default=100,
+                   help="bits/dim: 'full' (all T terms) or K >= 3 for the unbiased K-term estimate (K >= T: full)")
     p.add_argument("--bpd_images", type=int, default=64, help="held-out images for bits/dim (one batch)")
     p.add_argument("--inception_weights", default=None,
                    help="a local Inception file (pt_inception-2015-12-05) to also compute FID; needs torch-fidelity")
@@ -70,13 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> dict:
     """Evaluate and return the metrics dict (also written to --output)."""
-    import torch
-
-    from ddpm_hub.atomic import atomic_write_text
-    from ddpm_hub.errors import InputError
-    from ddpm_hub.evaluation import (classifier_cache_path, digits_metrics, frechet_distance, generate_images,
-                                     heldout_bits_per_dim, inception_features, load_digits_classifier, load_inception,
-                                     load_pipeline_parts, sampling_pipeline)
+    from .atomic import atomic_write_text
+    from .errors import InputError
+    from .evaluation import (classifier_cache_path, digits_metrics, frechet_distance, held_out_digits,
+                             heldout_bits_per_dim, inception_features, load_digits_classifier, load_inception)
+    from .export import load_pipeline_parts
+    from .pixels import quantize, to_nchw
+    from .sampling import generate, sampling_pipeline
 
     # 1. check the flags, the model and the FID inputs before anything slow
     _check_args(args)
@@ -92,28 +71,24 @@ def main(args: argparse.Namespace) -> dict:
                          "of its kind, pass --reference_data_dir DIR")
     reference = _reference_images(args.reference_data_dir, channels, size) if args.reference_data_dir else None
     if reference is None:  # the digits held-out split, which the classifier and the model never trained on
-        from ddpm_hub.data import load_digits_split
-
-        reference = load_digits_split(resolution=16)[1].images.to(torch.float32) / 127.5 - 1.0
+        reference = held_out_digits()
     if args.bpd_images > len(reference):
         raise InputError(f"--bpd_images {args.bpd_images} exceeds the {len(reference)} reference images")
     T = scheduler.config.num_train_timesteps
     if args.num_inference_steps > T:
         raise InputError(f"--num_inference_steps {args.num_inference_steps} exceeds the model's {T} diffusion steps")
-    if args.bpd_timesteps is not None and args.bpd_timesteps > T:
-        raise InputError(f"--bpd_timesteps {args.bpd_timesteps} exceeds the model's {T} diffusion steps: use 'full' "
-                         f"or K between 2 and {T - 1}")
     inception = load_inception(args.inception_weights) if args.inception_weights is not None else None
     classifier = None
     if is_digits_model:
         if not classifier_cache_path(args.cache_dir).is_file():
             print(f"training the digits classifier once (seconds); cached at {classifier_cache_path(args.cache_dir)}")
         classifier = load_digits_classifier(args.cache_dir)
-    pipeline = sampling_pipeline(unet, scheduler, args.scheduler)
+    pipeline = sampling_pipeline(unet, scheduler.config, args.scheduler)
 
-    # 2. sample
+    # 2. sample (quantised to 8 bits, as saved images and the real ones are)
     started = time.perf_counter()
-    images = generate_images(pipeline, args.num_samples, args.num_inference_steps, args.batch_size, args.seed)
+    images = quantize(to_nchw(generate(pipeline, args.num_samples, num_inference_steps=args.num_inference_steps,
+                                       batch_size=args.batch_size, seed=args.seed, progress=True)))
     seconds = time.perf_counter() - started
 
     # 3. score: sample quality, then the likelihood bound on real images
@@ -168,13 +143,13 @@ def format_table(metrics: dict) -> str:
 # ----------------------------------------------------------------------------- helpers
 def _check_args(args: argparse.Namespace) -> None:
     """Flag values argparse cannot check; one InputError each."""
-    from ddpm_hub.errors import InputError
+    from .errors import InputError
+    from .likelihood import check_num_timesteps
 
     for name, low in (("num_samples", 2), ("num_inference_steps", 1), ("batch_size", 1), ("bpd_images", 2)):
         if getattr(args, name) < low:
             raise InputError(f"--{name} must be an integer >= {low}, got {getattr(args, name)}")
-    if args.bpd_timesteps is not None and args.bpd_timesteps < 2:
-        raise InputError(f"--bpd_timesteps must be 'full' or an integer K >= 2, got {args.bpd_timesteps}")
+    check_num_timesteps(args.bpd_timesteps, "--bpd_timesteps")
     if args.output is not None and Path(args.output).is_dir():
         raise InputError(f"--output {args.output!r} is a folder: give a file name such as metrics.json")
     if args.reference_data_dir is not None and args.inception_weights is None:
@@ -187,8 +162,8 @@ def _size(sample_size) -> tuple[int, int]:
 
 def _reference_images(folder: str, channels: int, size: tuple[int, int]):
     """Real images from a folder at the model's resolution (center crop), [M x C x H x W] in [-1, 1]."""
-    from ddpm_hub.data import load_image_dataset
-    from ddpm_hub.errors import InputError
+    from .data import load_image_dataset
+    from .errors import InputError
 
     if size[0] != size[1]:
         raise InputError(f"--reference_data_dir needs a square model, this one samples {size[0]}x{size[1]}")
@@ -199,8 +174,6 @@ def _reference_images(folder: str, channels: int, size: tuple[int, int]):
 
 def cli(argv: list[str] | None = None) -> int:
     """Run main; a user mistake prints one line and exits 2, anything else keeps its traceback."""
-    from ddpm_hub.errors import run_cli
-
     return run_cli("python -m ddpm_hub.evaluate", main, parse_args, argv)
 
 

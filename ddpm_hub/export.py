@@ -1,9 +1,10 @@
-"""Write a training run's model as a folder that stock diffusers loads: model_index.json, unet/, scheduler/.
+"""Pipeline folders on disk: written so that stock diffusers loads them, and read back.
 
-The folder names only diffusers classes (so `DDPMPipeline.from_pretrained(folder)` works without ddpm_hub),
-and `ddpm_hub.DDPMScheduler.from_pretrained(folder, subfolder="scheduler")` loads the same config. Each part is
-written to a temporary name first and swapped in with renames, so an interrupted export never leaves a
-half-written unet/ that looks complete.
+`save_pipeline` writes model_index.json, unet/ and scheduler/ naming only diffusers classes (so
+`DDPMPipeline.from_pretrained(folder)` works without ddpm_hub), and `ddpm_hub.DDPMScheduler.from_pretrained(folder,
+subfolder="scheduler")` loads the same config. Each part is written to a temporary name first and swapped in with
+renames, so an interrupted export never leaves a half-written unet/ that looks complete. `load_pipeline_parts` reads
+a DDPMPipeline folder back as (UNet2DModel, our DDPMScheduler) for the evaluation and the pictures.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from .errors import InputError, one_line
 
 PIPELINE_PARTS = ("unet", "scheduler", "model_index.json")
 
@@ -57,3 +60,43 @@ def swap_in(staging: Path, output_dir: Path, parts: tuple[str, ...]) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(new, final)
+
+
+def save_model_atomically(model, folder: str | os.PathLike) -> Path:
+    """`model.save_pretrained` (safetensors) into a temporary folder beside `folder`, then renamed onto it: readers
+    see the old folder or the new one, never half of one."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging / folder.name, safe_serialization=True)
+        swap_in(staging, folder.parent, (folder.name,))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def load_pipeline_parts(model_dir: str | os.PathLike, flag: str = "--model"):
+    """(unet, scheduler) of a DDPMPipeline folder: diffusers' UNet2DModel from `unet/` (in eval mode) and our
+    DDPMScheduler from `scheduler/` (the model's own config, never re-typed). One-line InputError, naming `flag`,
+    for a missing folder or one that is not a pipeline folder."""
+    from diffusers import UNet2DModel
+
+    from .scheduling_ddpm import DDPMScheduler
+
+    folder = Path(model_dir)
+    if not folder.exists():
+        raise InputError(f"{flag} {str(model_dir)!r} does not exist: give a DDPMPipeline folder (what "
+                         "train_ddpm.py writes)")
+    if not folder.is_dir():
+        raise InputError(f"{flag} {str(model_dir)!r} is not a folder: give a DDPMPipeline folder")
+    missing = [name for name in ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json")
+               if not (folder / name).is_file()]
+    if missing:
+        raise InputError(f"{flag} {str(model_dir)!r} is not a DDPMPipeline folder: it lacks {', '.join(missing)}")
+    try:
+        unet = UNet2DModel.from_pretrained(folder, subfolder="unet")
+        scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
+        raise InputError(f"{flag} {str(model_dir)!r} could not be loaded: {one_line(error, 300)}") from None
+    return unet.eval(), scheduler

@@ -46,16 +46,24 @@ def _check_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def _check_repo_id(repo_id: str) -> str:
+def is_repo_id(name: str) -> bool:
+    """Whether `name` is a valid Hub repo id, 'name' or 'owner/name', by huggingface_hub's own rules
+    (`validate_repo_id`). Callers that also accept local folders check the disk first: "my_images" is both."""
+    if not isinstance(name, str):  # validate_repo_id lets None through
+        return False
     try:
-        if not isinstance(repo_id, str):  # validate_repo_id lets None through
-            raise HFValidationError("not a string")
-        validate_repo_id(repo_id)
+        validate_repo_id(name)
     except HFValidationError:
+        return False
+    return True
+
+
+def _check_repo_id(repo_id: str) -> str:
+    if not is_repo_id(repo_id):
         raise InputError(
             f"repo_id {repo_id!r} is not valid: use 'name' or 'owner/name' made of letters, digits, '-', '_', '.' "
             "(not starting or ending with '-' or '.', no '--' or '..', at most 96 characters per part)"
-        ) from None
+        )
     return repo_id
 
 

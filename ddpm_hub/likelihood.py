@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from .errors import InputError
 from .scheduling_ddpm import DDPMScheduler
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -175,10 +176,11 @@ def bits_per_dim(
         scheduler: the `DDPMScheduler` the model was trained with (its T-step chain is used, not the sampling
             schedule).
         images: x_0, (B, C, H, W), 8-bit data scaled to [-1, 1].
-        num_timesteps: None or T: evaluate every t (exact sum, one noise draw per t). 2 <= K < T: evaluate the
+        num_timesteps: None or K >= T: evaluate every t (exact sum, one noise draw per t). 3 <= K < T: evaluate the
             decoder term L_0 exactly and K-1 terms at t ~ p(t) = (1/t) / sum_s (1/s), t in 1..T-1, drawn
             independently; sum_{t>=1} L_t is estimated by mean(L_t / p(t)), which is unbiased, and its standard
-            error is std(L_t / p(t)) / sqrt(K-1). The proposal follows the terms' decay: they fall roughly like
+            error is std(L_t / p(t)) / sqrt(K-1) (so K >= 3: one draw has no spread to estimate it from). The
+            proposal follows the terms' decay: they fall roughly like
             1/t (the first 5 of 200 timesteps hold over half the bound), so uniform draws would be dominated by
             the rare early ones.
         generator: draws the timesteps and the noise (pass one for reproducible numbers).
@@ -187,12 +189,11 @@ def bits_per_dim(
     """
     T = scheduler.config.num_train_timesteps
     _check_images(images)
-    if num_timesteps is None or num_timesteps == T:
+    check_num_timesteps(num_timesteps)
+    if num_timesteps is None or num_timesteps >= T:
         timesteps, weights = torch.arange(T - 1, -1, -1), torch.ones(T, dtype=torch.float64)
-    elif 2 <= num_timesteps < T:
-        timesteps, weights = _importance_timesteps(T, num_timesteps, generator)
     else:
-        raise ValueError(f"num_timesteps must be None, {T} (full bound) or between 2 and {T - 1}, got {num_timesteps}")
+        timesteps, weights = _importance_timesteps(T, num_timesteps, generator)
 
     terms = _terms_at(_as_model_fn(unet), scheduler, images, timesteps, generator, clip_denoised, progress)
     prior, K = prior_bpd(scheduler, images), len(timesteps)
@@ -207,6 +208,18 @@ def bits_per_dim(
     decoder = terms[:, (timesteps == 0).nonzero()[0, 0]]
     return BitsPerDim(total=total, prior=prior, decoder=decoder, terms=terms, timesteps=timesteps,
                       standard_error=standard_error, mean_standard_error=mean_standard_error, num_timesteps=K)
+
+
+MIN_ESTIMATE_TERMS = 3  # L_0 and two importance draws: the fewest with a standard error
+
+
+def check_num_timesteps(num_timesteps: int | None, name: str = "num_timesteps") -> None:
+    """InputError unless `num_timesteps` is None (the full bound) or an integer K >= 3 (K >= T: the full bound)."""
+    if num_timesteps is None:
+        return
+    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < MIN_ESTIMATE_TERMS:
+        raise InputError(f"{name} must be 'full' or an integer K >= {MIN_ESTIMATE_TERMS} (L_0 and at least two "
+                         f"sampled terms, so the estimate has a standard error), got {num_timesteps!r}")
 
 
 def _importance_timesteps(T: int, K: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -92,15 +92,10 @@ def _read_json(path: Path) -> dict:
 
 
 def _is_hub_dataset_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    """A Hub dataset id, not a local image folder (a folder name such as "my_images" is a valid id too)."""
+    from .hub import is_repo_id
 
-    if Path(name).expanduser().exists():  # a local image folder, not a Hub dataset
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
+    return not Path(name).expanduser().exists() and is_repo_id(name)
 
 
 def _describe_model(
@@ -156,6 +151,7 @@ def render_model_card(
     task: Task = "unconditional-image-generation",
     repo_id: str | None = None,
     dataset_name: str | None = None,
+    dataset_description: str | None = None,
     license: str = "apache-2.0",
     hyperparameters: dict,
     final_loss: float | None,
@@ -167,6 +163,8 @@ def render_model_card(
     """Write `output_dir/README.md` (atomically) describing the trained pipeline in `output_dir`.
 
     `sample_grid` is a path relative to `output_dir` (e.g. "samples/final.png") and must exist.
+    `dataset_name` is a Hub dataset id (linked, and tagged in the metadata) or a local folder; data that is neither
+    (the built-in digits or shapes) is described in words by `dataset_description` instead.
     `hyperparameters` go into a table, minus any key containing "token" (and other secret-looking entries).
     Returns the README path.
     """
@@ -202,6 +200,8 @@ def render_model_card(
     description, num_train_timesteps = _describe_model(output_dir, task, hyperparameters, base_model)
     if hub_dataset:
         dataset_sentence = f"Trained on the [{hub_dataset}](https://huggingface.co/datasets/{hub_dataset}) dataset."
+    elif dataset_description:
+        dataset_sentence = f"Trained on {dataset_description}."
     elif dataset_name:
         dataset_sentence = f"Trained on a local image folder (`{Path(dataset_name).name}`)."
     else:

@@ -29,9 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +36,15 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
-from .evaluation import SAMPLERS
-from .export import save_pipeline_parts, swap_in
+from .data.shapes import COLOURS, SHAPES, AdherenceResult, score_prompt_adherence
+from .errors import InputError, one_line
+from .export import save_pipeline_parts
+from .hub import is_repo_id
+from .pixels import from_uint8
+from .sampling import generate, sampler_scheduler
 from .scheduling_ddpm import DDPMScheduler
-from .shapes import COLOURS, SHAPES, AdherenceResult, score_prompt_adherence
 from .text_encoder import tokenize_captions
-from .training import LossConfig, diffusion_loss
-from .vae import train_vae
+from .training.objectives import LossConfig, diffusion_loss
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +53,6 @@ COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 PIPELINE_PARTS = (*COMPONENTS, "model_index.json")
 PRETRAINED_FLAG = "--pretrained_model_name_or_path"
 
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 # ------------------------------------------------------------------------------------------------ the U-Net
@@ -116,7 +113,7 @@ def build_conditional_unet(config: Mapping[str, Any], seed: int = 0):
         try:
             return UNet2DConditionModel.from_config(dict(config))
         except (TypeError, ValueError) as error:
-            raise InputError(f"the U-Net config is not a valid UNet2DConditionModel config: {_one_line(error)}") from None
+            raise InputError(f"the U-Net config is not a valid UNet2DConditionModel config: {one_line(error)}") from None
 
 
 def latent_size(resolution: int, vae) -> int:
@@ -174,26 +171,16 @@ def pipeline_scheduler_config(scheduler_config: Mapping[str, Any]) -> dict[str, 
     return {**config, "steps_offset": 1, "clip_sample": False}
 
 
-def sampler_scheduler(scheduler_config: Mapping[str, Any], sampler: str = "ddpm"):
-    """A diffusers scheduler built from the model's scheduler config, as a user swaps one in: "ddpm"
-    (DDPMScheduler), "ddim" (DDIMScheduler, eta 0) or "dpm" (DPMSolverMultistepScheduler, DPM-Solver++ 2M)."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-    from diffusers import DDPMScheduler as DiffusersDDPMScheduler
-
-    classes = {"ddpm": DiffusersDDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
-    if sampler not in classes:
-        raise InputError(f"sampler {sampler!r} is not supported; choose one of {', '.join(SAMPLERS)}")
-    return classes[sampler].from_config(pipeline_scheduler_config(scheduler_config))
-
-
 def build_pipeline(components: TextToImageComponents, sampler: str = "ddpm"):
-    """A stock `StableDiffusionPipeline` over the components (shared, not copied), with the sampler asked for,
-    no safety checker, progress bars off."""
+    """A stock `StableDiffusionPipeline` over the components (shared, not copied), with the sampler asked for
+    (`ddpm_hub.sampling.sampler_scheduler`, on the scheduler config the exported folder stores), no safety
+    checker, progress bars off."""
     from diffusers import StableDiffusionPipeline
 
     pipeline = StableDiffusionPipeline(
         vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=sampler_scheduler(components.scheduler.config, sampler),
+        unet=components.unet,
+        scheduler=sampler_scheduler(pipeline_scheduler_config(components.scheduler.config), sampler),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipeline.set_progress_bar_config(disable=True)
@@ -290,7 +277,7 @@ def encode_posteriors(vae, images: torch.Tensor, batch_size: int = 256) -> tuple
     device = next(vae.parameters()).device
     means, stds = [], []
     for chunk in images.split(batch_size):
-        posterior = vae.encode((chunk.to(torch.float32) / 127.5 - 1.0).to(device)).latent_dist
+        posterior = vae.encode(from_uint8(chunk).to(device)).latent_dist
         means.append(posterior.mean.float().cpu())
         stds.append(posterior.std.float().cpu())
     return torch.cat(means), torch.cat(stds)
@@ -335,52 +322,6 @@ def text_to_image_loss(unet, text_encoder, tokenizer, latents: torch.Tensor, cap
     return diffusion_loss(unet, latents, scheduler, loss_config, model_kwargs={"encoder_hidden_states": states})  # 3.
 
 
-# ------------------------------------------------------------------------------------------------ the VAE stage
-def vae_is_complete(folder: str | os.PathLike) -> bool:
-    """Whether `folder` holds a finished VAE (written by `save_model_atomically`, so present means complete)."""
-    folder = Path(folder)
-    return (folder / "config.json").is_file() and (folder / "diffusion_pytorch_model.safetensors").is_file()
-
-
-def train_latent_autoencoder(vae, images, output_dir: str | os.PathLike, *, num_steps: int, batch_size: int,
-                             learning_rate: float, beta: float, seed: int, checkpointing_steps: int | None,
-                             progress: bool = True) -> Path:
-    """The VAE stage of a text-to-image run: train `vae` on the training images (`ddpm_hub.vae.train_vae`: note
-    003's objective, its own progress bar, vae-checkpoint-N folders in output_dir it resumes from, the
-    reconstruction grid, the scaling factor) and save it as output_dir/vae, atomically. Does nothing when
-    output_dir/vae is already complete (a resumed run). Returns output_dir/vae.
-
-    images: uint8 [N x C x H x W] in 0..255 (or an object holding them in `.images`, e.g. the dataset).
-    """
-    output_dir = Path(output_dir)
-    folder = output_dir / "vae"
-    if vae_is_complete(folder):
-        logger.info("using the trained VAE in %s (delete it to train it again)", folder)
-        return folder
-    if not isinstance(getattr(images, "images", images), torch.Tensor):
-        raise InputError("the VAE trains on images of one size: pass --center_crop (the images have different "
-                         "shapes), or give a trained VAE with --pretrained_vae_name_or_path")
-    train_vae(vae, images, num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate, beta=beta,
-              seed=seed, output_dir=output_dir, checkpointing_steps=checkpointing_steps, resume=True,
-              progress=progress)
-    save_model_atomically(vae, folder)
-    return folder
-
-
-def save_model_atomically(model, folder: str | os.PathLike) -> Path:
-    """`model.save_pretrained` (safetensors) into a temporary folder beside `folder`, then renamed onto it: readers
-    see the old folder or the new one, never half of one."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=folder.parent))
-    try:
-        model.save_pretrained(staging / folder.name, safe_serialization=True)
-        swap_in(staging, folder.parent, (folder.name,))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
-
-
 # ----------------------------------------------------------------------------------------- pretrained folders
 @dataclass
 class PretrainedParts:
@@ -408,7 +349,7 @@ def load_pretrained_components(path_or_id: str | os.PathLike) -> PretrainedParts
     if root.is_dir():
         _check_components_present(root, name)
         name = str(root)
-    elif root.exists() or not _HUB_ID_RE.match(name):
+    elif root.exists() or not is_repo_id(name):
         raise InputError(f"{PRETRAINED_FLAG} {name!r} is not a folder: give a Stable Diffusion folder (vae/, "
                          "text_encoder/, tokenizer/, unet/, scheduler/) or a Hugging Face Hub id")
     scheduler_config = _load_component(name, "scheduler", lambda: DDPMScheduler.load_config(name, subfolder="scheduler"))
@@ -445,7 +386,7 @@ def _load_component(name: str, component: str, load):
         return load()
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise InputError(f"{PRETRAINED_FLAG} {name!r}: its {component} could not be loaded "
-                         f"({type(error).__name__}: {_one_line(error)[:200]})") from None
+                         f"({type(error).__name__}: {one_line(error, 200)})") from None
 
 
 # ------------------------------------------------------------------------------------------------------ export
@@ -453,14 +394,21 @@ def save_text_to_image_pipeline(output_dir: str | os.PathLike, components: TextT
     """Write the components as a stock `StableDiffusionPipeline` folder: vae/, text_encoder/, tokenizer/, unet/
     (safetensors), scheduler/ (diffusers' DDPMScheduler, `pipeline_scheduler_config`) and model_index.json, with
     no safety checker or feature extractor (requires_safety_checker False). Each part is saved into a temporary
-    folder and swapped in by renames (`ddpm_hub.export.swap_in`); other files in output_dir are left alone.
-    The folder names diffusers and transformers classes only, so
+    folder and swapped in by renames (`ddpm_hub.export.save_pipeline_parts`); other files in output_dir are left
+    alone. The folder names diffusers and transformers classes only, so
     `StableDiffusionPipeline.from_pretrained(output_dir, safety_checker=None)` loads it without ddpm_hub."""
-    return save_pipeline_parts(build_pipeline(components, "ddpm"), output_dir, PIPELINE_PARTS)
+    from diffusers import DDPMScheduler as DiffusersDDPMScheduler
+    from diffusers import StableDiffusionPipeline
+
+    pipeline = StableDiffusionPipeline(
+        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=DiffusersDDPMScheduler.from_config(pipeline_scheduler_config(components.scheduler.config)),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return save_pipeline_parts(pipeline, output_dir, PIPELINE_PARTS)
 
 
 # --------------------------------------------------------------------------------------------------- sampling
-@torch.no_grad()
 def generate_from_prompts(pipeline_or_components, prompts: Sequence[str], guidance_scale: float = 5.0,
                           num_inference_steps: int = 25, seed: int = 0, sampler: str | None = "dpm",
                           batch_size: int = 64) -> torch.Tensor:
@@ -478,7 +426,7 @@ def generate_from_prompts(pipeline_or_components, prompts: Sequence[str], guidan
         pipeline = build_pipeline(pipeline_or_components, sampler or "ddpm")
     elif sampler is not None:
         parts = {**pipeline_or_components.components, "scheduler": sampler_scheduler(
-            pipeline_or_components.scheduler.config, sampler)}
+            pipeline_scheduler_config(pipeline_or_components.scheduler.config), sampler)}
         pipeline = StableDiffusionPipeline(**{**parts, "requires_safety_checker": False})
         pipeline.set_progress_bar_config(disable=True)
     else:
@@ -486,19 +434,8 @@ def generate_from_prompts(pipeline_or_components, prompts: Sequence[str], guidan
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise InputError("prompts is empty: give at least one prompt")
-    models = [m for m in (pipeline.unet, pipeline.text_encoder) if m is not None]
-    was_training = [m.training for m in models]
-    for model in models:
-        model.eval()
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    chunks = []
-    for start in range(0, len(prompts), batch_size):
-        out = pipeline(prompts[start:start + batch_size], guidance_scale=guidance_scale,
-                       num_inference_steps=num_inference_steps, generator=generator, output_type="np")
-        chunks.append(torch.from_numpy(out.images))
-    for model, training in zip(models, was_training):
-        model.train(training)
-    return torch.cat(chunks)
+    return generate(pipeline, len(prompts), num_inference_steps=num_inference_steps, batch_size=batch_size, seed=seed,
+                    per_image={"prompt": prompts}, guidance_scale=guidance_scale)
 
 
 def adherence_prompts(num_prompts: int) -> list[str]:
@@ -513,15 +450,10 @@ def prompt_adherence(pipeline_or_components, num_prompts: int = 180, guidance_sc
                      batch_size: int = 64) -> AdherenceResult:
     """The share of images whose colour and shape are those their prompt names, for `adherence_prompts`
     (num_prompts of them) sampled by `generate_from_prompts` at guidance_scale and judged by the exact geometric
-    rule of `ddpm_hub.shapes.score_prompt_adherence`. Meaningful for models trained on the built-in shapes."""
+    rule of `ddpm_hub.data.shapes.score_prompt_adherence`. Meaningful for models trained on the built-in shapes."""
     if isinstance(num_prompts, bool) or not isinstance(num_prompts, int) or num_prompts < 1:
         raise InputError(f"num_prompts {num_prompts!r} must be a positive integer")
     prompts = adherence_prompts(num_prompts)
     images = generate_from_prompts(pipeline_or_components, prompts, guidance_scale, num_inference_steps, seed,
                                    sampler, batch_size)
     return score_prompt_adherence(images, prompts)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-

@@ -26,7 +26,7 @@ so beta is twice the decoder's pixel variance: a small beta says "reconstruct to
 is what a latent autoencoder for diffusion needs (see `vae_loss`).
 
 Pixel convention: training images are uint8 [N x C x H x W] in 0..255 (as `ddpm_hub.data` stores them), mapped to
-[-1, 1] by x / 127.5 - 1 once per batch; the VAE sees and returns [-1, 1].
+[-1, 1] once per batch (`ddpm_hub.pixels.from_uint8`); the VAE sees and returns [-1, 1].
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ import hashlib
 import logging
 import math
 import os
-import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +42,11 @@ from typing import Any
 
 import torch
 
-from .checkpointing import _fsync_dir, _write_manifest, verify_checkpoint
-from .errors import InputError
+from .errors import InputError, one_line
+from .hub import is_repo_id
+from .pixels import from_uint8
 from .plots import image_grid, save_png
+from .training.checkpointing import find_latest_checkpoint, new_checkpoint_folder, publish_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +54,10 @@ logger = logging.getLogger(__name__)
 # 0.0071, 0.9 of one 8-bit grey level (2/255 = 0.0078).
 DEFAULT_BETA = 1e-4
 CHECKPOINT_PREFIX = "vae-checkpoint-"
-TMP_PREFIX = ".tmp-vae-checkpoint-"
 TRAINING_STATE_NAME = "training_state.pt"
 RECONSTRUCTION_GRID_NAME = "vae_reconstructions.png"
 PRETRAINED_FLAG = "--pretrained_vae_name_or_path"
 
-_CHECKPOINT_RE = re.compile(r"^vae-checkpoint-(\d+)$")
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _GRID_IMAGES = 8
 
 
@@ -109,7 +106,7 @@ def build_vae(config: Mapping[str, Any], seed: int = 0):
         try:
             return AutoencoderKL.from_config(dict(config))
         except (TypeError, ValueError) as error:
-            raise InputError(f"the VAE config is not a valid AutoencoderKL config: {_one_line(error)}") from None
+            raise InputError(f"the VAE config is not a valid AutoencoderKL config: {one_line(error)}") from None
 
 
 # ------------------------------------------------------------------------------------------------- the loss
@@ -182,7 +179,7 @@ def latent_scaling_factor(vae, images, batch_size: int, generator: torch.Generat
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     total, total_squares, count = 0.0, 0.0, 0
     for chunk in images.split(batch_size):
-        latents = vae.encode(_to_unit_range(chunk)).latent_dist.sample(generator=generator).double()
+        latents = vae.encode(from_uint8(chunk)).latent_dist.sample(generator=generator).double()
         total += latents.sum().item()
         total_squares += latents.pow(2).sum().item()
         count += latents.numel()
@@ -266,7 +263,7 @@ def train_vae(
     bar = tqdm(total=num_steps, initial=start, desc="vae", unit="step", disable=not progress)
     with torch.inference_mode(False), torch.enable_grad():  # gradients whatever the caller's grad mode
         for step in range(start, num_steps):
-            batch = _to_unit_range(images[_batch_indices(step, len(images), batch_size, seed)])
+            batch = from_uint8(images[_batch_indices(step, len(images), batch_size, seed)])
             out = vae_loss(vae, batch, beta, generator=generator)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(f"the VAE loss is {out.loss.item()} at step {step + 1}: lower "
@@ -308,7 +305,7 @@ def save_reconstruction_grid(vae, images, path: str | os.PathLike, num_images: i
 
     images: uint8 [N x C x H x W] (or an object with `.images`). Uses the posterior mode: no randomness.
     """
-    originals = _to_unit_range(_uint8_images(images, "images")[:num_images])
+    originals = from_uint8(_uint8_images(images, "images")[:num_images])
     decoded = vae.decode(vae.encode(originals).latent_dist.mode()).sample.clamp(-1, 1)
     both = torch.cat([originals, decoded.float()])  # [2k x C x H x W] in [-1, 1]
     pictures = ((both + 1) / 2).permute(0, 2, 3, 1).cpu()  # [2k x H x W x C] in [0, 1]
@@ -318,51 +315,25 @@ def save_reconstruction_grid(vae, images, path: str | os.PathLike, num_images: i
 # ---------------------------------------------------------------------------------------------- checkpoints
 def save_vae_checkpoint(output_dir: str | os.PathLike, step: int, vae, optimizer: torch.optim.Optimizer,
                         generator: torch.Generator, history: dict[str, list[float]], run: dict[str, Any]) -> Path:
-    """Write output_dir/vae-checkpoint-{step} crash-safely and delete every other VAE checkpoint.
-
-    1. a fresh output_dir/.tmp-vae-checkpoint-{step}: vae/ (save_pretrained, safetensors), training_state.pt
-       (optimizer state, generator state, step, history, run settings; read back with weights_only=True), then
-       manifest.json LAST (sizes and sha256, as `ddpm_hub.checkpointing`);
-    2. rename it to vae-checkpoint-{step} (atomic: the folder exists complete or not at all);
-    3. delete the other checkpoints and leftover temp folders (of interrupted saves, or a replaced same-step one).
-    """
-    output_dir = Path(output_dir)
-    tmp, final = output_dir / f"{TMP_PREFIX}{step}", output_dir / f"{CHECKPOINT_PREFIX}{step}"
-    # 1.
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    """Write output_dir/vae-checkpoint-{step} crash-safely (`ddpm_hub.training.checkpointing`: a temp folder,
+    manifest.json last, an atomic rename) and delete every other VAE checkpoint. It holds vae/ (save_pretrained,
+    safetensors) and training_state.pt (optimizer state, generator state, step, history, run settings; read back
+    with weights_only=True)."""
+    tmp = new_checkpoint_folder(output_dir, CHECKPOINT_PREFIX, step)
     vae.save_pretrained(tmp / "vae", safe_serialization=True)
     state = {"step": int(step), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
              "reconstruction": list(history["reconstruction"]), "kl": list(history["kl"]), "run": dict(run)}
     torch.save(state, tmp / TRAINING_STATE_NAME)
-    _write_manifest(tmp)
-    # 2.
-    aside = output_dir / f"{TMP_PREFIX}{step}.old"
-    if final.exists():  # re-saving a step (a run restarted with resume=False): move the old one aside first
-        os.rename(final, aside)
-    os.rename(tmp, final)
-    _fsync_dir(output_dir)
-    # 3.
-    for _, older in _list_checkpoints(output_dir):
-        if older != final:
-            _remove_tree(older)
-    for leftover in output_dir.glob(f"{TMP_PREFIX}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    return final
+    return publish_checkpoint(tmp, CHECKPOINT_PREFIX, step, total_limit=1)
 
 
 def find_latest_vae_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     """The newest output_dir/vae-checkpoint-N (by N) whose manifest verifies, or None; temp folders never count,
     and a damaged newer checkpoint is skipped with a warning."""
-    for _, path in reversed(_list_checkpoints(Path(output_dir))):
-        try:
-            verify_checkpoint(path)
-        except InputError as error:
-            logger.warning("skipping damaged VAE checkpoint %s: %s", path, error)
-            continue
-        return path
-    return None
+    latest, skipped = find_latest_checkpoint(output_dir, CHECKPOINT_PREFIX)
+    for path, reason in skipped:
+        logger.warning("skipping damaged VAE checkpoint %s: %s", path, reason)
+    return latest
 
 
 def _load_checkpoint(path: Path, vae, optimizer: torch.optim.Optimizer, generator: torch.Generator,
@@ -382,28 +353,10 @@ def _load_checkpoint(path: Path, vae, optimizer: torch.optim.Optimizer, generato
         vae.load_state_dict(load_file(path / "vae" / "diffusion_pytorch_model.safetensors"), strict=True)
     except RuntimeError as error:
         raise InputError(f"checkpoint {path} holds a VAE of another architecture than this one "
-                         f"({_one_line(error)[:200]})") from None
+                         f"({one_line(error, 200)})") from None
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     return int(state["step"]), {"reconstruction": list(state["reconstruction"]), "kl": list(state["kl"])}
-
-
-def _list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Every vae-checkpoint-N folder in output_dir, oldest (smallest N) first."""
-    if not output_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), child) for child in output_dir.iterdir()
-             if (m := _CHECKPOINT_RE.match(child.name)) and child.is_dir()]
-    return sorted(found)
-
-
-def _remove_tree(path: Path) -> None:
-    """Rename to a temp name first (atomic), then delete: a crash never leaves a half-deleted checkpoint."""
-    doomed = path.with_name(f"{TMP_PREFIX}{path.name[len(CHECKPOINT_PREFIX):]}.deleting")
-    if doomed.exists():
-        shutil.rmtree(doomed)
-    os.rename(path, doomed)
-    shutil.rmtree(doomed)
 
 
 # ---------------------------------------------------------------------------------------- pretrained VAEs
@@ -426,21 +379,21 @@ def load_pretrained_vae(path_or_id: str | os.PathLike, subfolder: str | None = N
             raise InputError(f"{PRETRAINED_FLAG} {name!r}: no config.json in {folder} (give an AutoencoderKL folder, "
                              "a pipeline folder with vae/, or a Hub model id)")
         name = str(local)
-    elif not _HUB_ID_RE.match(name):
+    elif not is_repo_id(name):
         raise InputError(f"{PRETRAINED_FLAG} {name!r}: no such folder (give an AutoencoderKL folder, a pipeline "
                          "folder with vae/, or a Hub model id such as 'stabilityai/sd-vae-ft-mse')")
     try:
         config = AutoencoderKL.load_config(name, subfolder=subfolder)
     except (OSError, ValueError) as error:
         what = "could not be read" if local.is_dir() else "is not a local folder, and the Hub could not provide it"
-        raise InputError(f"{PRETRAINED_FLAG} {name!r} {what}: {_one_line(error)}") from None
+        raise InputError(f"{PRETRAINED_FLAG} {name!r} {what}: {one_line(error)}") from None
     class_name = config.get("_class_name", "AutoencoderKL")
     if class_name != "AutoencoderKL":
         raise InputError(f"{PRETRAINED_FLAG} {name!r} holds a {class_name} config, not an AutoencoderKL")
     try:
         vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder)
     except (OSError, ValueError, RuntimeError) as error:
-        raise InputError(f"{PRETRAINED_FLAG} {name!r} could not be loaded: {_one_line(error)}") from None
+        raise InputError(f"{PRETRAINED_FLAG} {name!r} could not be loaded: {one_line(error)}") from None
     return vae.requires_grad_(False).eval()
 
 
@@ -473,11 +426,6 @@ def _uint8_images(images, name: str) -> torch.Tensor:
         raise InputError(f"{name} must be a non-empty uint8 tensor [N x C x H x W] in 0..255, got "
                          f"{images.dtype} {list(images.shape)}")
     return images
-
-
-def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 0..255 -> float32 [-1, 1] (x / 127.5 - 1, as `ddpm_hub.data`)."""
-    return images.to(torch.float32) / 127.5 - 1.0
 
 
 def _check_float_images(images: torch.Tensor, vae) -> None:
@@ -522,7 +470,3 @@ def _fingerprint(images: torch.Tensor) -> str:
     digest = hashlib.sha256(str(list(images.shape)).encode())
     digest.update(images.contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())

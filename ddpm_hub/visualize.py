@@ -3,9 +3,10 @@
     python -m ddpm_hub.visualize --output_dir pictures                      # forward process only
     python -m ddpm_hub.visualize --output_dir pictures --model ddpm-digits-16
 
-writes `forward_process.png`: one built-in digit x_0 and x_t at t = 100, ..., 1000, each panel labelled with the
-notes' sqrt(abar_t) (how much of x_0 is left) and SNR(t) = abar_t / (1 - abar_t); with --model, also
-`reverse_process.png`: for a few seeds, x_T (pure noise) denoised step by step to x_0 by the trained model.
+writes `forward_process.png`: one built-in digit x_0 and x_t at t = T/10, ..., T, each panel labelled with the
+notes' sqrt(abar_t) (how much of x_0 is left) and SNR(t) = abar_t / (1 - abar_t); with --model, the forward process
+is the model's own (its saved schedule, at its resolution and channels), and `reverse_process.png` shows, for a few
+seeds, x_T (pure noise) denoised step by step to x_0 by the trained model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
-from .errors import InputError, run_cli
+from .cli import HelpFormatter, OneLineParser, run_cli
+from .errors import InputError
 from .scheduling_ddpm import DDPMScheduler
 
 
@@ -85,40 +87,43 @@ def reverse_process_figure(unet, scheduler: DDPMScheduler, path: str | Path, see
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="pictures", help="where the PNGs go (default: %(default)s)")
-    parser.add_argument("--beta_schedule", default="linear", help="forward-process beta_schedule (default: %(default)s)")
-    parser.add_argument("--index", type=int, default=0, help="which built-in digit to show (default: %(default)s)")
-    parser.add_argument("--model", default=None, help="a DDPMPipeline folder: also draw its reverse process")
+    parser = OneLineParser(prog="python -m ddpm_hub.visualize", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--output_dir", default="pictures", help="where the PNGs go")
+    parser.add_argument("--beta_schedule", default=None,
+                        help="forward-process beta_schedule without --model (default: linear, the notes' DDPM); "
+                             "with --model the model's own schedule is drawn")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="size of the digit without --model (default: 32); with --model the model's")
+    parser.add_argument("--index", type=int, default=0, help="which built-in digit to show")
+    parser.add_argument("--model", default=None, help="a DDPMPipeline folder: its forward and reverse process")
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> list[Path]:
     from .data import load_image_dataset
+    from .export import load_pipeline_parts
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    dataset = load_image_dataset("digits", resolution=32)
+    for name in ("beta_schedule", "resolution"):
+        if args.model is not None and getattr(args, name) is not None:
+            raise InputError(f"--{name} contradicts --model: the model's own {name.replace('_', ' ')} is drawn; "
+                             "drop one of them")
+    unet, scheduler = load_pipeline_parts(args.model) if args.model is not None else \
+        (None, DDPMScheduler(beta_schedule=args.beta_schedule or "linear"))
+    resolution = int(unet.config.sample_size) if unet is not None else args.resolution or 32
+    channels = unet.config.in_channels if unet is not None else 1
+    dataset = load_image_dataset("digits", resolution=resolution, num_channels=channels)
     if not 0 <= args.index < len(dataset):
         raise InputError(f"--index {args.index} must be between 0 and {len(dataset) - 1}")
-    timesteps = [t - 1 for t in range(100, 1001, 100)]
-    written = [forward_process_figure(dataset[args.index], DDPMScheduler(beta_schedule=args.beta_schedule), timesteps,
+    T = scheduler.config.num_train_timesteps
+    timesteps = sorted({max(round(T * k / 10), 1) - 1 for k in range(1, 11)})
+    os.makedirs(args.output_dir, exist_ok=True)
+    written = [forward_process_figure(dataset[args.index], scheduler, timesteps,
                                       Path(args.output_dir) / "forward_process.png")]
-    if args.model is not None:
-        unet, scheduler = _load_model(args.model)
+    if unet is not None:
         written.append(reverse_process_figure(unet, scheduler, Path(args.output_dir) / "reverse_process.png"))
     for path in written:
         print(f"wrote {path}")
     return written
-
-
-def _load_model(folder: str):
-    from diffusers import UNet2DModel
-
-    root = Path(folder)
-    if not (root / "model_index.json").is_file():
-        raise InputError(f"--model {folder!r} is not a DDPMPipeline folder (no model_index.json)")
-    unet = UNet2DModel.from_pretrained(root, subfolder="unet").eval()
-    return unet, DDPMScheduler.from_pretrained(root, subfolder="scheduler")
 
 
 def cli(argv: list[str] | None = None) -> int:

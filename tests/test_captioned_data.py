@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm_hub.captioned_data import CaptionedImageDataset, load_captioned_dataset
+from ddpm_hub.data.captioned import CaptionedImageDataset, load_captioned_dataset
 from ddpm_hub.data import ImageDataset
 from ddpm_hub.errors import InputError
-from ddpm_hub.shapes import generate_shapes, score_prompt_adherence
+from ddpm_hub.data.shapes import generate_shapes, score_prompt_adherence
 
 # ---------------------------------------------------------------------------------------------------------
 # helpers

@@ -8,8 +8,8 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from ddpm_hub import checkpointing
-from ddpm_hub.checkpointing import (
+from ddpm_hub.training import checkpointing
+from ddpm_hub.training.checkpointing import (
     find_latest_checkpoint,
     load_checkpoint,
     resolve_resume_checkpoint,
@@ -83,13 +83,13 @@ def test_save_verify_load_round_trip(trainer, tmp_path):
 
 def test_weights_are_safetensors_and_manifest_lists_every_file_and_is_written_last(trainer, tmp_path, monkeypatch):
     files_before_manifest = {}
-    real_write_manifest = checkpointing._write_manifest
+    real_write_manifest = checkpointing.write_manifest
 
     def spy(checkpoint_dir):
         files_before_manifest["files"] = {p.relative_to(checkpoint_dir).as_posix() for p in checkpoint_dir.rglob("*")}
         real_write_manifest(checkpoint_dir)
 
-    monkeypatch.setattr(checkpointing, "_write_manifest", spy)
+    monkeypatch.setattr(checkpointing, "write_manifest", spy)
     trainer.step()
     path = trainer.save(tmp_path, 3)
 
@@ -177,7 +177,7 @@ def test_crash_mid_save_leaves_previous_checkpoint_as_latest(trainer, tmp_path, 
     def crash(checkpoint_dir):
         raise RuntimeError("simulated crash while writing the manifest")
 
-    monkeypatch.setattr(checkpointing, "_write_manifest", crash)
+    monkeypatch.setattr(checkpointing, "write_manifest", crash)
     trainer.step()
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer.save(tmp_path, 8)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # the README's main command (tests/test_project.py checks the README says it); the tests add only what makes it small (steps, evaluation sizes, grids)
 MAIN_COMMAND = ["accelerate", "launch", "--quiet", "train_ddpm.py"]
-SMALL_EVALUATION = ["--eval_num_samples", "8", "--eval_inference_steps", "2", "--eval_bpd_timesteps", "2",
+SMALL_EVALUATION = ["--eval_num_samples", "8", "--eval_inference_steps", "2", "--eval_bpd_timesteps", "3",
                     "--eval_bpd_images", "2"]
 
 
@@ -62,7 +62,7 @@ def test_main_command_on_empty_caches_writes_a_folder_stock_diffusers_samples(de
 def test_evaluate_on_empty_caches(default_model, tmp_path):
     env = cold_environment(tmp_path / "user")
     result = _run([sys.executable, "-m", "ddpm_hub.evaluate", "--model", str(default_model), "--num_samples", "4",
-                   "--num_inference_steps", "2", "--bpd_timesteps", "2", "--bpd_images", "2",
+                   "--num_inference_steps", "2", "--bpd_timesteps", "3", "--bpd_images", "2",
                    "--output", str(tmp_path / "metrics.json")], env)
     _ok(result)
     metrics = json.loads((tmp_path / "metrics.json").read_text())

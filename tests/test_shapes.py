@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from ddpm_hub.errors import InputError
-from ddpm_hub.shapes import (
+from ddpm_hub.data.shapes import (
     BACKGROUND,
     COLOURS,
     SHAPES,

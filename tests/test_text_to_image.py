@@ -22,7 +22,7 @@ import train_ddpm  # noqa: E402
 
 from ddpm_hub.errors import InputError  # noqa: E402
 from ddpm_hub.scheduling_ddpm import DDPMScheduler  # noqa: E402
-from ddpm_hub.shapes import generate_shapes  # noqa: E402
+from ddpm_hub.data.shapes import generate_shapes  # noqa: E402
 from ddpm_hub.text_encoder import build_clip_tokenizer, build_text_encoder, encode_prompts  # noqa: E402
 from ddpm_hub.text_to_image import (  # noqa: E402
     LatentDataset,
@@ -37,7 +37,7 @@ from ddpm_hub.text_to_image import (  # noqa: E402
     sample_latents,
     text_to_image_loss,
 )
-from ddpm_hub.training import LossConfig  # noqa: E402
+from ddpm_hub.training.objectives import LossConfig  # noqa: E402
 from ddpm_hub.vae import build_vae  # noqa: E402
 
 from conftest import tensorboard_scalars  # noqa: E402
@@ -281,7 +281,7 @@ def bad_data(tmp_path_factory) -> dict:
      "the VAE's latent_channels (4) do not match the U-Net's in_channels (3)"),
     (lambda d, v: ["--pretrained_vae_name_or_path", str(v), "--vae_num_steps", "5"],
      "--vae_num_steps has no effect here: no VAE is trained when a pretrained one is given"),
-    (lambda d, v: ["--ddpm_num_inference_steps", "10"], "--ddpm_num_inference_steps is not used by --task text-to-image"),
+    (lambda d, v: ["--ddpm_num_inference_steps", "10"], "--ddpm_num_inference_steps is a --task unconditional flag; --task text-to-image does not use it"),
     (lambda d, v: ["--loss_type", "hybrid"], "--loss_type 'hybrid' is not supported by --task text-to-image"),
     (lambda d, v: ["--conditioning_dropout_prob", "1.5"], "--conditioning_dropout_prob must be between 0 and 1"),
 ])
@@ -303,7 +303,7 @@ def test_text_to_image_flags_with_the_unconditional_task_are_an_error(tmp_path, 
     code = train_ddpm.cli(["--output_dir", str(tmp_path / "run"), *flags])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert f"--{name} is a --task text-to-image flag; the unconditional task does not use it" in err
+    assert f"--{name} is a --task text-to-image flag; --task unconditional does not use it" in err
 
 
 def test_task_defaults_and_explicit_flags():
@@ -398,7 +398,7 @@ def test_encode_captions_is_encode_prompts_without_a_warning_per_call(text_side,
 def test_cached_posteriors_give_the_latents_of_encoding_each_batch():
     """sample_latents from a LatentDataset batch = scaling_factor * vae.encode(x).latent_dist.sample() for the same
     RNG state (diffusers' train_text_to_image.py computes the latter every step)."""
-    from ddpm_hub.captioned_data import load_captioned_dataset
+    from ddpm_hub.data.captioned import load_captioned_dataset
 
     dataset = load_captioned_dataset(num_images=10, resolution=16)
     vae = build_vae(TINY_VAE, seed=0).eval()
@@ -437,7 +437,7 @@ def test_prompt_adherence_scores_the_images_of_each_prompt(monkeypatch):
     """adherence_prompts covers every colour x shape pair evenly; prompt_adherence hands its prompts to the
     sampler and scores what comes back against them."""
     import ddpm_hub.text_to_image as t2i
-    from ddpm_hub.shapes import COLOURS, SHAPES, parse_prompt
+    from ddpm_hub.data.shapes import COLOURS, SHAPES, parse_prompt
 
     prompts = adherence_prompts(36)
     assert len(set(prompts)) == len(COLOURS) * len(SHAPES) == 18 and all(prompts.count(p) == 2 for p in prompts)

@@ -190,7 +190,7 @@ def test_mixed_folder_trains_and_reports_skips(tmp_path, tiny_config, capsys):
     (["--ddpm_num_inference_steps", "2000"], "--ddpm_num_inference_steps 2000 exceeds"),
     (["--eval_epochs", "-1"], "--eval_epochs must be an integer >= 0, got -1"),
     (["--eval_num_samples", "1"], "--eval_num_samples must be an integer >= 2, got 1"),
-    (["--eval_bpd_timesteps", "1"], "--eval_bpd_timesteps must be 'full' or an integer K >= 2, got 1"),
+    (["--eval_bpd_timesteps", "2"], "--eval_bpd_timesteps must be 'full' or an integer K >= 3"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, tiny_config, capsys, extra, match):
     code = train_ddpm.cli(_args(tmp_path / "run", tiny_config, *extra))
@@ -289,7 +289,7 @@ def test_kill_9_leaves_only_complete_checkpoints(tmp_path, tiny_config):
     import signal
     import time
 
-    from ddpm_hub.checkpointing import find_latest_checkpoint, verify_checkpoint
+    from ddpm_hub.training.checkpointing import find_latest_checkpoint, verify_checkpoint
 
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train_ddpm.py"),

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ddpm_hub import DDPMScheduler
 from ddpm_hub.errors import InputError
-from ddpm_hub.training import LossConfig, _vlb_term, diffusion_loss, loss_weights, training_target
+from ddpm_hub.training.objectives import LossConfig, vlb_term, diffusion_loss, loss_weights, training_target
 
 from conftest import TINY_UNET  # noqa: E402
 
@@ -69,7 +69,7 @@ def test_hybrid_vlb_term_trains_only_the_variance_channels():
     t = torch.tensor([0, 5, 60])
     noisy = scheduler.add_noise(clean, torch.randn_like(clean), t)
     output = torch.randn(3, 2, 4, 4, requires_grad=True)
-    _vlb_term(scheduler, output, clean, noisy, t).sum().backward()
+    vlb_term(scheduler, output, clean, noisy, t).sum().backward()
     assert output.grad[:, :1].abs().max() == 0
     assert output.grad[:, 1:].abs().max() > 0
 
@@ -94,7 +94,7 @@ def test_hybrid_v_prediction_run_exports_a_learned_range_pipeline(tmp_path):
         "--train_batch_size", "16", "--loss_type", "hybrid", "--prediction_type", "v_prediction",
         "--snr_gamma", "5", "--noise_offset", "0.05", "--logger", "none", "--eval_batch_size", "2",
         "--ddpm_num_inference_steps", "3", "--eval_num_samples", "4", "--eval_inference_steps", "2",
-        "--eval_bpd_timesteps", "2", "--eval_bpd_images", "2"])).output_dir  # evaluates with DPM-Solver++
+        "--eval_bpd_timesteps", "3", "--eval_bpd_images", "2"])).output_dir  # evaluates with DPM-Solver++
     scheduler_config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler_config["variance_type"] == "learned_range"
     assert scheduler_config["prediction_type"] == "v_prediction"

@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from ddpm_hub import vae as vae_module
+from ddpm_hub.training import checkpointing
 from ddpm_hub.errors import InputError
 from ddpm_hub.vae import (
     DEFAULT_BETA,
@@ -294,7 +295,10 @@ def test_partial_and_damaged_checkpoints_are_ignored(tmp_path, monkeypatch, capl
 
     resumed = _run(tmp_path, 4, images)
     assert resumed.resumed_from == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["vae-checkpoint-4", "vae_reconstructions.png"]
+    # the damaged checkpoint (it has a manifest: ours) is pruned; a folder without one was not written by us and
+    # is left alone, as the training loop's checkpoints leave it (ddpm_hub.training.checkpointing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vae-checkpoint-4", "vae-checkpoint-8",
+                                                          "vae_reconstructions.png"]
 
 
 def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -304,7 +308,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     def killed(folder):
         raise KeyboardInterrupt  # the process dies after the weights, before the manifest and the rename
 
-    monkeypatch.setattr(vae_module, "_write_manifest", killed)
+    monkeypatch.setattr(checkpointing, "write_manifest", killed)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, 4, images)
     assert (tmp_path / ".tmp-vae-checkpoint-4" / "vae" / "diffusion_pytorch_model.safetensors").is_file()

@@ -21,7 +21,7 @@ def test_forward_and_reverse_pictures(tmp_path):
     config.write_text(json.dumps(TINY_UNET))
     model = train_ddpm.main(train_ddpm.parse_args([
         "--output_dir", str(tmp_path / "model"), "--model_config_name_or_path", str(config), "--max_train_steps", "1",
-        "--ddpm_num_steps", "20", "--ddpm_num_inference_steps", "5", "--eval_batch_size", "2", "--logger", "none",
+        "--ddpm_num_steps", "20", "--ddpm_num_inference_steps", "5", "--eval_inference_steps", "5", "--eval_batch_size", "2", "--logger", "none",
         "--train_batch_size", "16"])).output_dir
     written = visualize.main(visualize.parse_args(["--output_dir", str(tmp_path / "pics"), "--model", str(model)]))
     assert [p.name for p in written] == ["forward_process.png", "reverse_process.png"]
@@ -34,4 +34,4 @@ def test_forward_and_reverse_pictures(tmp_path):
 def test_bad_model_folder(tmp_path, capsys):
     assert visualize.cli(["--output_dir", str(tmp_path), "--model", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
-    assert "is not a DDPMPipeline folder" in err and err.count("\n") == 1
+    assert "does not exist: give a DDPMPipeline folder" in err and err.count("\n") == 1

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import InputError
-from .evaluation import to_nchw
+from ..errors import InputError
+from ..pixels import to_nchw
 
 # name -> RGB, in caption-index order. Pairwise distances (and to BACKGROUND) are all >= 117.
 COLOURS: OrderedDict[str, tuple[int, int, int]] = OrderedDict(

@@ -1,16 +1,17 @@
-"""Crash-safe training checkpoints around accelerate's `save_state` / `load_state`.
+"""Crash-safe training checkpoints: the U-Net run's (around accelerate's `save_state` / `load_state`) and the VAE
+stage's, with one mechanism.
 
-A checkpoint is the folder `output_dir/checkpoint-{N}` (N = global step) holding what
-`Accelerator.save_state` writes (model weights as safetensors, optimizer, LR scheduler, one RNG file per
-process, ...) plus two files of ours:
+A checkpoint is the folder `output_dir/{prefix}{N}` (N = the step; prefix "checkpoint-" for the training loop,
+"vae-checkpoint-" for the VAE stage) holding what its writer puts there (for the loop: what
+`Accelerator.save_state` writes, model weights as safetensors, optimizer, LR scheduler, one RNG file per process,
+plus `training_state.json`, the loop's counters) and one file of ours:
 
-- `training_state.json`: the loop's counters (global_step, epoch, ...), the dict the caller hands us;
 - `manifest.json`: written LAST, lists every other file with its size and sha256.
 
 Why a folder can be trusted (the same idea as a database commit record):
-1. everything is written into `output_dir/.tmp-checkpoint-{N}`, a name nothing ever resumes from;
+1. everything is written into `output_dir/.tmp-{prefix}{N}`, a name nothing ever resumes from;
 2. the manifest is written (and fsynced) only after every other file is complete;
-3. `os.rename` of the finished folder to `checkpoint-{N}` is atomic on POSIX, so a `checkpoint-{N}`
+3. `os.rename` of the finished folder to `{prefix}{N}` is atomic on POSIX, so a `{prefix}{N}`
    either exists complete or not at all. A kill -9 at any earlier point leaves only a `.tmp-*` folder,
    which the next save deletes.
 On resume, `verify_checkpoint` re-hashes every file against the manifest, so a folder damaged later
@@ -25,19 +26,24 @@ import re
 import shutil
 from pathlib import Path
 
-from .atomic import atomic_write_text
-from .errors import InputError
+from ..atomic import atomic_write_text, fsync_dir
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 TRAINING_STATE_NAME = "training_state.json"
-CHECKPOINT_PREFIX = "checkpoint-"
-TMP_PREFIX = ".tmp-checkpoint-"
 MANIFEST_VERSION = 1
-
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _HASH_CHUNK = 1 << 20
+
+
+def temp_prefix(prefix: str) -> str:
+    """The name of a checkpoint still being written (or deleted): never resumed from, never uploaded."""
+    return f".tmp-{prefix}"
+
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TMP_PREFIX = temp_prefix(CHECKPOINT_PREFIX)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -60,54 +66,38 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable; a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        logger.debug("fsync of directory %s is not supported here; the rename is still atomic", path)
-    finally:
-        os.close(fd)
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    match = _CHECKPOINT_RE.match(path.name)
+def _checkpoint_step(path: Path, prefix: str) -> int | None:
+    match = re.fullmatch(re.escape(prefix) + r"(\d+)", path.name)
     return int(match.group(1)) if match else None
 
 
-def _list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """All `checkpoint-N` folders in `output_dir`, sorted by N (oldest first), complete or not."""
+def _list_checkpoints(output_dir: Path, prefix: str) -> list[tuple[int, Path]]:
+    """All `{prefix}N` folders in `output_dir`, sorted by N (oldest first), complete or not."""
     if not output_dir.is_dir():
         return []
     found = []
     for child in output_dir.iterdir():
-        step = _checkpoint_step(child)
+        step = _checkpoint_step(child, prefix)
         if step is not None and child.is_dir():
             found.append((step, child))
     return sorted(found)
 
 
-def _remove_tree(path: Path) -> None:
-    """Delete a folder so that a crash mid-delete never leaves a half-deleted `checkpoint-N`:
-    rename it to a `.tmp-checkpoint-*` name first (atomic), then delete that."""
-    if _checkpoint_step(path) is not None:
-        doomed = path.with_name(f"{TMP_PREFIX}{path.name[len(CHECKPOINT_PREFIX):]}.deleting")
-        if doomed.exists():
-            shutil.rmtree(doomed)
-        os.rename(path, doomed)
-        path = doomed
-    shutil.rmtree(path)
+def _remove_tree(path: Path, prefix: str) -> None:
+    """Delete a folder so that a crash mid-delete never leaves a half-deleted `{prefix}N`:
+    rename it to a temp name first (atomic), then delete that."""
+    doomed = path.with_name(f"{temp_prefix(prefix)}{path.name[len(prefix):]}.deleting")
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    os.rename(path, doomed)
+    shutil.rmtree(doomed)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Manifest
 
 
-def _write_manifest(checkpoint_dir: Path) -> None:
+def write_manifest(checkpoint_dir: Path) -> None:
     """List every file under `checkpoint_dir` (relative POSIX path, size, sha256), fsync each, then write
     `manifest.json` last, itself fsynced. Called only after every other file in the folder is final."""
     files = []
@@ -119,7 +109,7 @@ def _write_manifest(checkpoint_dir: Path) -> None:
         files.append({"path": relative, "size": path.stat().st_size, "sha256": _sha256(path)})
     manifest = {"version": MANIFEST_VERSION, "files": files}
     atomic_write_text(checkpoint_dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-    _fsync_dir(checkpoint_dir)
+    fsync_dir(checkpoint_dir)
 
 
 def verify_checkpoint(path: str | os.PathLike) -> None:
@@ -206,62 +196,76 @@ def save_checkpoint(
     # Serialise before the (slow) save_state so a non-JSON value fails fast, not after minutes of writing.
     state_text = json.dumps(state, indent=2, sort_keys=True) + "\n"
 
-    tmp_dir = output_dir / f"{TMP_PREFIX}{global_step}"
-    final_dir = output_dir / f"{CHECKPOINT_PREFIX}{global_step}"
-
     # 1. a fresh temp folder
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir)
-        tmp_dir.mkdir()
+    tmp_dir = new_checkpoint_folder(output_dir, CHECKPOINT_PREFIX, global_step) if accelerator.is_main_process \
+        else output_dir / f"{TMP_PREFIX}{global_step}"
     accelerator.wait_for_everyone()
 
     # 2. accelerate writes weights, optimizer, scheduler, RNG states (one file per process)
     accelerator.save_state(str(tmp_dir))
     accelerator.wait_for_everyone()
 
+    # 3-4. our counters, the manifest last, the atomic publish; retention
+    final_dir = output_dir / f"{CHECKPOINT_PREFIX}{global_step}"
     if accelerator.is_main_process:
-        # 3. our files, manifest last, then the atomic publish
         atomic_write_text(tmp_dir / TRAINING_STATE_NAME, state_text)
-        _write_manifest(tmp_dir)
-        aside = None
-        if final_dir.exists():
-            aside = output_dir / f"{TMP_PREFIX}{global_step}.old"
-            if aside.exists():
-                shutil.rmtree(aside)
-            os.rename(final_dir, aside)
-        os.rename(tmp_dir, final_dir)
-        _fsync_dir(output_dir)
-        if aside is not None:
-            shutil.rmtree(aside)
-        logger.info("saved checkpoint %s", final_dir)
-
-        # 4. retention, then leftovers of crashed saves
-        if total_limit is not None:
-            _prune_checkpoints(output_dir, int(total_limit), keep=final_dir)
-        for leftover in output_dir.glob(f"{TMP_PREFIX}*"):
-            if leftover.is_dir():
-                logger.info("removing leftover %s from an interrupted save", leftover)
-                shutil.rmtree(leftover, ignore_errors=True)
+        publish_checkpoint(tmp_dir, CHECKPOINT_PREFIX, global_step, total_limit)
     accelerator.wait_for_everyone()
     return final_dir
 
 
-def _prune_checkpoints(output_dir: Path, total_limit: int, keep: Path) -> None:
+def new_checkpoint_folder(output_dir: str | os.PathLike, prefix: str, step: int) -> Path:
+    """A fresh, empty `output_dir/.tmp-{prefix}{step}` to write a checkpoint into (a stale one is deleted)."""
+    tmp_dir = Path(output_dir) / f"{temp_prefix(prefix)}{step}"
+    tmp_dir.parent.mkdir(parents=True, exist_ok=True)
+    if tmp_dir.exists():
+        shutil.rmtree(tmp_dir)
+    tmp_dir.mkdir()
+    return tmp_dir
+
+
+def publish_checkpoint(tmp_dir: Path, prefix: str, step: int, total_limit: int | None = None) -> Path:
+    """Turn a finished temp folder into `{prefix}{step}`: `manifest.json` LAST (fsynced), then an atomic rename
+    (an existing `{prefix}{step}`, a step saved again after a resume, is moved aside first and deleted only after
+    the rename); then prune to `total_limit` complete checkpoints (never the new one) and delete leftover temp
+    folders of crashed saves. Returns the published folder."""
+    output_dir = tmp_dir.parent
+    final_dir = output_dir / f"{prefix}{step}"
+    write_manifest(tmp_dir)
+    aside = None
+    if final_dir.exists():
+        aside = output_dir / f"{temp_prefix(prefix)}{step}.old"
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.rename(final_dir, aside)
+    os.rename(tmp_dir, final_dir)
+    fsync_dir(output_dir)
+    if aside is not None:
+        shutil.rmtree(aside)
+    logger.info("saved checkpoint %s", final_dir)
+    if total_limit is not None:
+        _prune_checkpoints(output_dir, prefix, int(total_limit), keep=final_dir)
+    for leftover in output_dir.glob(f"{temp_prefix(prefix)}*"):
+        if leftover.is_dir():
+            logger.info("removing leftover %s from an interrupted save", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+    return final_dir
+
+
+def _prune_checkpoints(output_dir: Path, prefix: str, total_limit: int, keep: Path) -> None:
     """Delete the oldest (by step) complete checkpoints until at most `total_limit` remain, never `keep`.
 
     "Complete" means it has a manifest: folders without one were not written by us, so they are left alone.
     """
-    complete = [path for _, path in _list_checkpoints(output_dir) if (path / MANIFEST_NAME).is_file()]
+    complete = [path for _, path in _list_checkpoints(output_dir, prefix) if (path / MANIFEST_NAME).is_file()]
     excess = len(complete) - total_limit
     for path in complete:
         if excess <= 0:
             break
         if path == keep:
             continue
-        logger.info("removing old checkpoint %s (checkpoints_total_limit=%d)", path, total_limit)
-        _remove_tree(path)
+        logger.info("removing old checkpoint %s (keeping %d)", path, total_limit)
+        _remove_tree(path, prefix)
         excess -= 1
 
 
@@ -269,14 +273,15 @@ def _prune_checkpoints(output_dir: Path, total_limit: int, keep: Path) -> None:
 # Find / resolve / load
 
 
-def find_latest_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """The newest `checkpoint-N` (by N, not mtime) in `output_dir` that verifies, or None.
+def find_latest_checkpoint(output_dir: str | os.PathLike,
+                           prefix: str = CHECKPOINT_PREFIX) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest `{prefix}N` (by N, not mtime) in `output_dir` that verifies, or None.
 
     Also returns `(path, reason)` for every newer checkpoint that failed verification and was skipped, so
-    the caller can warn about them. `.tmp-checkpoint-*` folders (interrupted saves) are never considered.
+    the caller can warn about them. `.tmp-{prefix}*` folders (interrupted saves) are never considered.
     """
     skipped: list[tuple[Path, str]] = []
-    for _, path in reversed(_list_checkpoints(Path(output_dir))):
+    for _, path in reversed(_list_checkpoints(Path(output_dir), prefix)):
         try:
             verify_checkpoint(path)
         except InputError as err:

@@ -1,4 +1,4 @@
-"""The training objective and the pieces of a training run that `train_ddpm.py` reads top to bottom.
+"""The training objective: the loss of one batch.
 
 The loss is note 001's (训练) L_simple, E || z - z_theta(sqrt(abar_t) x_0 + sqrt(1-abar_t) z, t) ||^2, written for
 each prediction type, with optional min-SNR weighting (Hang et al. 2023) and the Improved DDPM hybrid objective
@@ -7,18 +7,15 @@ L_simple + lambda * L_vlb (Nichol & Dhariwal 2021, sec. 3.1), which trains a lea
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
-from .likelihood import vb_terms_bpd
-from .scheduling_ddpm import PREDICTION_TYPES, DDPMScheduler
+from ..errors import InputError
+from ..likelihood import vb_terms_bpd
+from ..scheduling_ddpm import PREDICTION_TYPES, DDPMScheduler
 
 LOSS_TYPES = ("simple", "hybrid")
 
@@ -108,104 +105,15 @@ def diffusion_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, config:
     mse = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))  # (B,)
     loss = mse * loss_weights(scheduler, timesteps, config.prediction_type, config.snr_gamma)
     if config.loss_type == "hybrid":
-        loss = loss + config.vlb_weight * scheduler.config.num_train_timesteps * _vlb_term(
+        loss = loss + config.vlb_weight * scheduler.config.num_train_timesteps * vlb_term(
             scheduler, output, clean, noisy, timesteps)
     return loss.mean()
 
 
-def _vlb_term(scheduler: DDPMScheduler, output: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor,
+def vlb_term(scheduler: DDPMScheduler, output: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor,
               timesteps: torch.Tensor) -> torch.Tensor:
     """L_t in bits/dim with a stop-gradient on the mean (Improved DDPM sec. 3.1): only the variance channels
     learn from the bound; the mean keeps learning from L_simple."""
     channels = clean.shape[1]
     frozen_mean = torch.cat([output[:, :channels].detach(), output[:, channels:]], dim=1)
     return vb_terms_bpd(scheduler, frozen_mean, clean.float(), noisy.float(), timesteps, clip_denoised=False)
-
-
-# --------------------------------------------------------------------------- the model
-def default_unet_config(resolution: int, channels: int, learned_variance: bool = False) -> dict[str, Any]:
-    """A UNet2DModel config sized for a 2-core CPU at small resolutions (about 1.7M parameters at 16x16)."""
-    return {
-        "sample_size": resolution,
-        "in_channels": channels,
-        "out_channels": channels * (2 if learned_variance else 1),
-        "layers_per_block": 2,
-        "block_out_channels": (32, 64, 64),
-        "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-        "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        "norm_num_groups": 8,
-        "attention_head_dim": 16,
-    }
-
-
-def read_unet_config(path: str | None) -> dict[str, Any] | None:
-    """A user's UNet2DModel config JSON (a file, or a folder holding config.json); None without a path."""
-    if path is None:
-        return None
-    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
-    if not file.is_file():
-        raise InputError(f"--model_config_name_or_path {path!r} is not a UNet2DModel config JSON file or a folder "
-                         "holding config.json")
-    try:
-        config = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"--model_config_name_or_path {path!r} is not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"--model_config_name_or_path {path!r} must hold a JSON object (a UNet2DModel config)")
-    return config
-
-
-def unet_config_for(user_config: dict[str, Any] | None, resolution: int, channels: int,
-                    learned_variance: bool) -> dict[str, Any]:
-    """The UNet2DModel config to train: the user's (sample_size, in/out channels set to fit) or the default.
-
-    sample_size follows --resolution, in_channels the data's channels, out_channels is in_channels (x2 for a
-    learned variance).
-    """
-    if user_config is None:
-        return default_unet_config(resolution, channels, learned_variance)
-    return {**user_config, "sample_size": resolution, "in_channels": channels,
-            "out_channels": channels * (2 if learned_variance else 1)}
-
-
-def build_unet(config: dict[str, Any]):
-    """A diffusers UNet2DModel from a config, after checking the resolution suits its down-sampling."""
-    from diffusers import UNet2DModel
-
-    resolution = int(config["sample_size"])
-    levels = len(config.get("block_out_channels", (224, 448, 672, 896)))
-    factor = 2 ** (levels - 1)
-    if resolution < 1 or resolution % factor:
-        raise InputError(f"--resolution {resolution} is not usable by this UNet: it must be a positive multiple of "
-                         f"{factor} ({levels} resolution levels halve it {levels - 1} times)")
-    try:
-        return UNet2DModel.from_config(config)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"--model_config_name_or_path gives an invalid UNet2DModel config: {error}") from None
-
-
-# ------------------------------------------------------------------------ sampling
-@torch.no_grad()
-def sample_images(unet, scheduler_config: dict, num_images: int, num_inference_steps: int, seed: int = 0,
-                  batch_size: int | None = None) -> torch.Tensor:
-    """Run the DDPM reverse chain (note 004) from a fixed seed; returns (N, H, W, C) float in [0, 1] on the CPU.
-
-    Uses `diffusers.DDPMPipeline` with our scheduler, so what training shows is what users get.
-    """
-    from diffusers import DDPMPipeline
-
-    pipeline = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler_config))
-    pipeline.set_progress_bar_config(disable=True)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    batch_size = batch_size or num_images
-    chunks = []
-    for start in range(0, num_images, batch_size):
-        out = pipeline(batch_size=min(batch_size, num_images - start), generator=generator,
-                       num_inference_steps=num_inference_steps, output_type="np")
-        chunks.append(torch.from_numpy(out.images))
-    return torch.cat(chunks)
-
-
-def steps_per_epoch(num_batches: int, gradient_accumulation_steps: int) -> int:
-    """Optimizer updates in one pass over the data."""
-    return math.ceil(num_batches / gradient_accumulation_steps)

@@ -26,22 +26,11 @@ from typing import Any
 
 import torch
 
-from .data import (
-    CORRUPT,
-    IMAGE_SUFFIXES,
-    NOT_AN_IMAGE,
-    UNREADABLE,
-    ImageDataset,
-    _check_resolution,
-    _count_reasons,
-    _image_column,
-    open_dataset,
-    _prepare,
-    _row_image,
-    _Skip,
-    _to_tensors,
-)
-from .errors import InputError
+from ..errors import InputError
+from .dataset import ImageDataset
+from .decoding import (CORRUPT, IMAGE_SUFFIXES, NOT_AN_IMAGE, UNREADABLE, Skip, check_resolution, count_reasons,
+                       prepare_image, to_tensors)
+from .hub_datasets import find_image_column, open_dataset, row_image
 from .shapes import MIN_RESOLUTION, generate_shapes
 
 SHAPES = "shapes"
@@ -164,7 +153,7 @@ def load_captioned_dataset(
     seed: the shapes' generation seed; also the dataset's initial augmentation seed (`set_epoch` may change it).
     cache_dir, split, dataset_config_name: passed to `datasets.load_dataset` (split also to a saved DatasetDict).
     """
-    _check_resolution(resolution)
+    check_resolution(resolution)
     if num_channels not in (None, 1, 3):
         raise InputError(f"--num_channels {num_channels!r} is not supported: use 1 (grayscale) or 3 (RGB)")
     if num_images is not None and (isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1):
@@ -241,9 +230,9 @@ def _folder_rows(train_data_dir: str, caption_column: str) -> tuple[Any, str, li
     for path in sorted(set(files) | set(listed)):
         row = listed.get(path)
         if row is None:
-            rows.append((str(path), _Skip(NOT_LISTED), None))
+            rows.append((str(path), Skip(NOT_LISTED), None))
         elif not path.is_file():
-            rows.append((str(path), _Skip(MISSING_FILE), None))
+            rows.append((str(path), Skip(MISSING_FILE), None))
         else:
             rows.append((str(path), path, row.get(caption_column)))
     return rows, f"folder {str(root)!r}", columns
@@ -310,7 +299,7 @@ def _dataset_rows(dataset_name: str, config_name: str | None, image_column: str 
     flag = f"--dataset_name {dataset_name!r}"
     loaded, source = open_dataset(dataset_name, config_name, cache_dir, split)
     columns = list(loaded.column_names)
-    image = _image_column(loaded, image_column, flag)
+    image = find_image_column(loaded, image_column, flag)
     _check_caption_column(loaded, caption_column, flag)
     if isinstance(loaded.features[image], datasets.Image):
         # undecoded {"bytes", "path"} dicts, so that a corrupt row is skipped rather than raising mid-iteration
@@ -343,16 +332,16 @@ def _check_caption_column(dataset: Any, caption_column: str, flag: str) -> None:
 def _decode_rows(rows: Any, source: str, flag: str, columns: list[str], caption_column: str, resolution: int,
                  center_crop: bool, random_flip: bool, num_channels: int | None, num_images: int | None,
                  unit: str) -> CaptionedImageDataset:
-    """Decode each row's image with data.py's `_prepare` and keep its caption; skip and report the rest."""
+    """Decode each row's image with data.py's `prepare_image` and keep its caption; skip and report the rest."""
     kept, captions, skipped, seen = [], [], [], 0
     for name, image, raw_caption in rows:
         seen += 1
         try:
-            if isinstance(image, _Skip):
+            if isinstance(image, Skip):
                 raise image
             caption = _caption(raw_caption)
-            kept.append(_prepare(_read(image), resolution, center_crop))
-        except _Skip as skip:
+            kept.append(prepare_image(_read(image), resolution, center_crop))
+        except Skip as skip:
             skipped.append((name, _reason(name, skip)))
             continue
         captions.append(caption)
@@ -361,7 +350,7 @@ def _decode_rows(rows: Any, source: str, flag: str, columns: list[str], caption_
             break
     if not kept:
         raise InputError(
-            f"{flag}: none of the {seen} {unit} could be used ({_count_reasons(skipped) or 'there are none'}); "
+            f"{flag}: none of the {seen} {unit} could be used ({count_reasons(skipped) or 'there are none'}); "
             f"expected images at least {resolution} pixels on the shorter side, each with a caption"
         )
     if all(not text.strip() for c in captions for text in ((c,) if isinstance(c, str) else c)):
@@ -369,7 +358,7 @@ def _decode_rows(rows: Any, source: str, flag: str, columns: list[str], caption_
                          f"usable {unit} of {flag}: name the column of captions; "
                          f"available columns: {', '.join(columns)}")
     return CaptionedImageDataset(
-        _to_tensors(kept, num_channels),
+        to_tensors(kept, num_channels),
         captions,
         resolution=resolution,
         source=source,
@@ -380,19 +369,19 @@ def _decode_rows(rows: Any, source: str, flag: str, columns: list[str], caption_
     )
 
 
-def _reason(name: str, skip: _Skip) -> str:
+def _reason(name: str, skip: Skip) -> str:
     """As data.py's folders: a file named like an image that PIL cannot identify is damaged, not a stray file."""
     return CORRUPT if skip.reason == NOT_AN_IMAGE and Path(name).suffix.lower() in IMAGE_SUFFIXES else skip.reason
 
 
 def _read(image: Any) -> Any:
-    """A folder's Path -> bytes; a datasets value -> bytes or PIL (data.py's `_row_image`)."""
+    """A folder's Path -> bytes; a datasets value -> bytes or PIL (data.py's `row_image`)."""
     if isinstance(image, Path):
         try:
             return image.read_bytes()
         except OSError as error:
-            raise _Skip(f"{UNREADABLE} ({type(error).__name__})") from None
-    return _row_image(image)
+            raise Skip(f"{UNREADABLE} ({type(error).__name__})") from None
+    return row_image(image)
 
 
 def _caption(value: Any) -> Caption:
@@ -403,4 +392,4 @@ def _caption(value: Any) -> Caption:
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return "" if not value else value[0] if len(value) == 1 else tuple(value)
-    raise _Skip(f"{CAPTION_NOT_TEXT} ({type(value).__name__})")
+    raise Skip(f"{CAPTION_NOT_TEXT} ({type(value).__name__})")

@@ -1,0 +1,108 @@
+"""`ImageDataset`: decoded images held as uint8 tensors, augmented per access without touching the global RNG.
+
+Pixel convention: stored uint8 in 0..255; `ImageDataset[i]` is float32 in [-1, 1] (`ddpm_hub.pixels.from_uint8`,
+the "integers in {0, ..., 255} scaled linearly to [-1, 1]" of Ho et al. 2020, section 3.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..pixels import from_uint8
+from .decoding import count_reasons
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images held as uint8 tensors; item i is a float32 tensor [C x resolution x resolution] in [-1, 1].
+
+    `images` is one uint8 tensor [N x C x resolution x resolution] when every image is already square at
+    `resolution`, else a list of uint8 tensors [C x resolution x W] or [C x H x resolution] (shorter side at
+    `resolution`) from which `__getitem__` takes a random resolution x resolution crop.
+
+    Augmentation never touches the global RNG: item i of epoch e draws its crop and flip from a generator
+    seeded by (seed, e, i), in torchvision's order (RandomCrop.get_params: top, then left;
+    RandomHorizontalFlip: rand < 0.5). A DataLoader may prefetch, skip or reorder fetches (accelerate prefetches
+    one batch ahead, and a resumed run skips batches), and the images and the training noise stay the same:
+    exact resume depends on it. Call `set_epoch` once per epoch (`train_ddpm.py` does).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        *,
+        resolution: int,
+        source: str,
+        random_flip: bool = False,
+        skipped: Sequence[tuple[str, str]] = (),
+        labels: torch.Tensor | None = None,
+        unit: str = "files",
+    ):
+        assert len(images) > 0, "an ImageDataset needs at least one image"
+        num_channels = images[0].shape[0]
+        for image in images:
+            C, H, W = image.shape
+            assert image.dtype == torch.uint8, f"images must be uint8, got {image.dtype}"
+            assert C == num_channels, f"every image needs {num_channels} channel(s), got {C}"
+            assert min(H, W) == resolution, f"shorter side must be {resolution}, got {H}x{W}"
+        square = all(image.shape[1:] == (resolution, resolution) for image in images)
+        if square and not isinstance(images, torch.Tensor):
+            images = torch.stack(list(images))
+        if labels is not None:
+            assert labels.shape == (len(images),), f"labels must be [{len(images)}], got {tuple(labels.shape)}"
+
+        self.images = images if isinstance(images, torch.Tensor) else list(images)
+        self.resolution = resolution
+        self.num_channels = num_channels
+        self.source = source
+        self.random_flip = random_flip
+        self.skipped: list[tuple[str, str]] = list(skipped)
+        self.labels = labels
+        self.unit = unit  # what a skipped entry is called in `summary()`: "files" or "rows"
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """Choose the augmentation draws of this epoch (and, optionally, the run's seed)."""
+        self.epoch = int(epoch)
+        if seed is not None:
+            self.seed = int(seed)
+
+    def _generator(self, index: int) -> torch.Generator:
+        # distinct, reproducible stream per (seed, epoch, index)
+        return torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFF_FFFF_FFFF_FFFF)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> torch.Tensor:
+        """A whole batch at once [B x C x R x R] float32 in [-1, 1] (torch's DataLoader calls this when present)."""
+        if isinstance(self.images, torch.Tensor) and not self.random_flip:
+            return from_uint8(self.images[torch.as_tensor(indices)])
+        return from_uint8(torch.stack([self._augmented(i) for i in indices]))
+
+    def _augmented(self, index: int) -> torch.Tensor:
+        image = self.images[index]  # [C x H x W] uint8, min(H, W) == resolution
+        R = self.resolution
+        _, H, W = image.shape
+        generator = self._generator(index) if (H, W) != (R, R) or self.random_flip else None
+        if (H, W) != (R, R):
+            # torchvision.transforms.RandomCrop.get_params
+            top = int(torch.randint(0, H - R + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, W - R + 1, size=(1,), generator=generator).item())
+            image = image[:, top : top + R, left : left + R]
+        if self.random_flip and torch.rand(1, generator=generator).item() < 0.5:
+            image = image.flip(-1)
+        return image
+
+    def summary(self) -> str:
+        """One line: how many images, their shape, where from, and what was skipped and why."""
+        channels = "1 channel" if self.num_channels == 1 else f"{self.num_channels} channels"
+        line = f"loaded {len(self)} images ({channels}, {self.resolution}x{self.resolution}) from {self.source}"
+        if self.skipped:
+            line += f"; skipped {len(self.skipped)} {self.unit}: {count_reasons(self.skipped)}"
+        return line
+

@@ -1,0 +1,232 @@
+"""The training loop every task shares: AdamW with a warm-up and decay schedule, EMA, crash-safe checkpoints and
+exact resume, the loss curve and logger, and, at the end of an epoch, sample grids, evaluations and exports on
+their schedules. What differs between tasks (data, models, loss, grids, evaluation, export) is the task's
+(`ddpm_hub.training.tasks.base.Task`).
+
+Exact resume: only the loss draws from the global RNG (augmentation is seeded per (seed, epoch, image), the
+DataLoader has its own generator), so the RNG states accelerate saves in each checkpoint make a resumed run end
+with the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from .checkpointing import load_checkpoint, resolve_resume_checkpoint, save_checkpoint
+from .ema import averaged_copy, make_ema, register_checkpoint_hooks
+from .tasks.base import CardInputs, Task
+
+
+@dataclass
+class TrainingSummary:
+    """What a run returns: where the model is and how fast training ran (data fetch included; checkpoint,
+    sample-grid, evaluation and export time excluded from train_seconds)."""
+
+    output_dir: Path
+    steps: int
+    images: int
+    train_seconds: float
+    wall_seconds: float
+    final_loss: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(self.train_seconds, 1e-9)
+
+
+def train(task: Task, accelerator, args: argparse.Namespace) -> TrainingSummary:
+    """Run the loop for `task` to the last step and export; returns the summary. Call on every process."""
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
+    output_dir = Path(args.output_dir)
+    resume_path = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
+    set_seed(args.seed, device_specific=True)
+    started = time.perf_counter()
+
+    # 1. the task's data and models; the DataLoader keeps its own generator (each new iterator draws a base seed,
+    #    and a resumed run creates one more iterator)
+    parts = task.setup(accelerator)
+    accelerator.print(parts.dataset.summary())
+    dataloader = torch.utils.data.DataLoader(parts.train_data, batch_size=args.train_batch_size, shuffle=True,
+                                             generator=torch.Generator().manual_seed(args.seed),
+                                             collate_fn=lambda batch: batch)
+
+    # 2. EMA, optimizer (one parameter group per model), learning-rate schedule
+    models = parts.models
+    emas = {name: make_ema(model, args.ema_max_decay, args.ema_inv_gamma, args.ema_power)
+            for name, model in models.items()} if args.use_ema else {}
+    groups = [{"params": list(model.parameters()), **({"lr": parts.learning_rates[name]}
+                                                        if name in parts.learning_rates else {})}
+              for name, model in models.items()]
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, foreach=True)
+    batches = math.ceil(len(parts.dataset) / (args.train_batch_size * accelerator.num_processes))
+    updates_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_epochs * updates_per_epoch
+    num_epochs = math.ceil(max_train_steps / updates_per_epoch)
+    # accelerate steps a prepared LR schedule once per process per update: lengths count process-steps
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
+                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=max_train_steps * accelerator.num_processes)
+    *prepared, optimizer, dataloader, lr_scheduler = accelerator.prepare(*models.values(), optimizer, dataloader,
+                                                                          lr_scheduler)
+    model_classes = {name: type(model) for name, model in models.items()}
+    models = dict(zip(models, prepared))
+    for ema in emas.values():
+        ema.to(accelerator.device)
+    register_checkpoint_hooks(accelerator, model_classes, emas)
+
+    # 3. resume: weights, optimizer, LR schedule, EMA, RNG states, position in the data
+    global_step, loss_history, card_metrics = 0, [], {}
+    if resume_path is not None:
+        state = load_checkpoint(accelerator, resume_path)
+        global_step, loss_history = state["global_step"], state.get("loss_history", [])
+        accelerator.print(f"resumed from {resume_path} at step {global_step}")
+    first_epoch = global_step // updates_per_epoch
+    resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+    if accelerator.is_main_process and args.logger != "none":
+        accelerator.init_trackers("train_ddpm", config=task_hyperparameters(task, args))
+
+    # 4. the loop
+    progress = tqdm(total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process,
+                    desc="training", unit="step")
+    images_seen, train_seconds, last_tick = 0, 0.0, time.perf_counter()
+    with torch.inference_mode(False), torch.enable_grad():  # whatever the caller's grad mode
+        for epoch in range(first_epoch, num_epochs):
+            for model in models.values():
+                model.train()
+            dataloader.set_epoch(epoch)
+            parts.dataset.set_epoch(epoch, seed=args.seed)
+            epoch_batches = accelerator.skip_first_batches(dataloader, resume_batches) if epoch == first_epoch \
+                else dataloader
+            for batch in epoch_batches:
+                with accelerator.accumulate(*models.values()):
+                    loss = task.loss(batch, models)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.max_grad_norm > 0:
+                        parameters = [p for model in models.values() for p in model.parameters()]
+                        accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                images_seen += task.batch_size(batch) * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                now = time.perf_counter()
+                train_seconds, last_tick = train_seconds + now - last_tick, now
+                for name, ema in emas.items():
+                    ema.step(models[name].parameters())
+                global_step += 1
+                step_loss = accelerator.gather(loss.detach()).mean().item()
+                if not math.isfinite(step_loss):
+                    raise InputError(f"the loss became {step_loss} at step {global_step}: lower --learning_rate "
+                                     f"(now {args.learning_rate}) or --max_grad_norm, or check the data")
+                loss_history.append(round(step_loss, 6))
+                logs = {"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0], "step": global_step}
+                if emas:
+                    logs["ema_decay"] = next(iter(emas.values())).cur_decay_value
+                progress.update(1)
+                progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{logs['lr']:.2e}")
+                accelerator.log(logs, step=global_step)
+                if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+                    save_checkpoint(accelerator, output_dir, global_step,
+                                    {"epoch": epoch, "loss_history": loss_history}, args.checkpoints_total_limit)
+                    last_tick = time.perf_counter()
+                if global_step >= max_train_steps:
+                    break
+            resume_batches = 0
+            last_epoch = epoch == num_epochs - 1 or global_step >= max_train_steps
+            card_metrics = _end_of_epoch(task, accelerator, args, models, emas, epoch, global_step, last_epoch,
+                                         loss_history, card_metrics)
+            last_tick = time.perf_counter()
+            if global_step >= max_train_steps:
+                break
+    progress.close()
+    if accelerator.num_processes > 1:  # every rank must hold the same weights after synchronised updates
+        print(f"[rank {accelerator.process_index}] weights sha256 {weights_digest(*models.values())}", flush=True)
+    accelerator.end_training()
+    summary = TrainingSummary(output_dir, global_step, images_seen, train_seconds, time.perf_counter() - started,
+                              recent_loss(loss_history))
+    accelerator.print(f"done: {summary.steps} steps in {summary.wall_seconds:.0f}s ({summary.images_per_second:.1f} "
+                      f"images/s while training, final loss {summary.final_loss:.4f}); model in {output_dir}")
+    return summary
+
+
+def _end_of_epoch(task: Task, accelerator, args: argparse.Namespace, models: dict, emas: dict, epoch: int,
+                  global_step: int, last_epoch: bool, loss_history: list[float], card_metrics: dict) -> dict:
+    """The sample grid, the evaluation and the export when their epoch comes (and after the last), on the main
+    process, from one averaged copy of the models (EMA weights when EMA is on; training goes on with the raw
+    weights). Returns the card metrics of the latest evaluation."""
+    due = lambda every: every and ((epoch + 1) % every == 0 or last_epoch)  # noqa: E731
+    grid, evaluate, export = due(task.grid_epochs), due(args.eval_epochs), due(args.save_model_epochs)
+    if not accelerator.is_main_process or not (grid or evaluate or export):
+        return card_metrics
+    sampling_models = {name: averaged_copy(accelerator.unwrap_model(model), emas.get(name))
+                       for name, model in models.items()}
+    output_dir = Path(args.output_dir)
+    if grid:
+        images, nrow = task.sample_grid(sampling_models)
+        save_grid(accelerator, images, nrow, output_dir, epoch, global_step, loss_history)
+    if evaluate:
+        scalars, card_metrics = task.evaluate(sampling_models, global_step)
+        scalars = {name: value for name, value in scalars.items() if value is not None}
+        accelerator.log({f"eval/{name}": value for name, value in scalars.items()}, step=global_step)
+        accelerator.print(f"evaluation at step {global_step}: "
+                          + ", ".join(f"{name} {value:.4g}" for name, value in scalars.items()))
+    if export:
+        latest = output_dir / "samples" / "latest.png"
+        task.export(sampling_models, CardInputs(
+            hyperparameters=task_hyperparameters(task, args), final_loss=recent_loss(loss_history),
+            sample_grid="samples/latest.png" if latest.is_file() else None, metrics=card_metrics,
+            repo_id=args.hub_model_id if args.push_to_hub else None))
+    return card_metrics
+
+
+def save_grid(accelerator, images: torch.Tensor, nrow: int | None, output_dir: Path, epoch: int, global_step: int,
+              loss_history: list[float]) -> None:
+    """samples/epoch_E_step_S.png and samples/latest.png from images [N x H x W x C] in [0, 1] (nrow per row,
+    upscaled to about 128 pixels each), the loss curve, and the images in tensorboard."""
+    from ..plots import image_grid, save_loss_plot, save_png
+
+    grid = image_grid(images, nrow=nrow, scale=max(1, 128 // images.shape[1]))
+    save_png(grid, output_dir / "samples" / f"epoch_{epoch + 1:04d}_step_{global_step:06d}.png")
+    save_png(grid, output_dir / "samples" / "latest.png")
+    save_loss_plot(list(range(1, len(loss_history) + 1)), loss_history, output_dir / "loss_curve.png")
+    tracker = next((t.writer for t in accelerator.trackers if t.name == "tensorboard"), None)
+    if tracker is not None:
+        tracker.add_images("samples", images.numpy(), global_step, dataformats="NHWC")
+
+
+def task_hyperparameters(task: Task, args: argparse.Namespace) -> dict:
+    """The flags of this run worth logging and publishing: the common ones and this task's own (never another
+    task's), plain values only, no token."""
+    foreign = getattr(args, "foreign_flags", frozenset())
+    return {name: value for name, value in vars(args).items()
+            if name not in foreign and "token" not in name and isinstance(value, (int, float, str, bool))
+            and value is not None}
+
+
+def recent_loss(loss_history: list[float], window: int = 50) -> float:
+    """The mean loss of the last `window` steps (NaN before the first)."""
+    recent = loss_history[-window:]
+    return sum(recent) / len(recent) if recent else float("nan")
+
+
+def weights_digest(*models) -> str:
+    """sha256 over the models' state dicts (names and bytes): equal on every rank after synchronised updates."""
+    digest = hashlib.sha256()
+    for model in models:
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
