@@ -113,8 +113,13 @@ HARD_CAPTIONS = [  # shared prefixes, words inside words, rare words, repeats, u
 ]
 
 
-def test_every_word_of_the_captions_is_one_token():
-    tokenizer = build_clip_tokenizer(HARD_CAPTIONS, model_max_length=8)
+@pytest.fixture(scope="module")
+def hard_tokenizer():
+    return build_clip_tokenizer(HARD_CAPTIONS)
+
+
+def test_every_word_of_the_captions_is_one_token(hard_tokenizer):
+    tokenizer = hard_tokenizer
     backend = tokenizer.backend_tokenizer
     for caption in HARD_CAPTIONS:
         words = [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(caption))]
@@ -125,6 +130,19 @@ def test_every_word_of_the_captions_is_one_token():
     for unseen in ["redd", "rrrr", "bananas", "日本", "xyx"]:  # pieces of caption words, yet never a caption word
         ids = tokenizer(unseen, add_special_tokens=False).input_ids
         assert len(ids) > 1 and tokenizer.unk_token_id not in ids and tokenizer.decode(ids) == unseen, unseen
+
+
+def test_hard_captions_reload_with_identical_ids(hard_tokenizer, tmp_path):
+    """Unicode, long and punctuation merges survive tokenizer.json and the vocab.json + merges.txt layout."""
+    expected = hard_tokenizer(HARD_CAPTIONS, verbose=False).input_ids
+    hard_tokenizer.save_pretrained(tmp_path / "tok")
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    hard_tokenizer.backend_tokenizer.model.save(str(legacy))
+    for folder in (tmp_path / "tok", legacy):
+        loaded = CLIPTokenizer.from_pretrained(folder)
+        assert loaded.get_vocab() == hard_tokenizer.get_vocab(), folder
+        assert loaded(HARD_CAPTIONS, verbose=False).input_ids == expected, folder
 
 
 def test_same_caption_set_gives_the_same_tokenizer_in_any_order():
