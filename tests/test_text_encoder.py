@@ -161,6 +161,17 @@ def test_same_caption_set_gives_the_same_tokenizer_in_any_order():
         assert build_clip_tokenizer(captions).backend_tokenizer.to_str() == expected
 
 
+def test_shapes_caption_ids_are_pinned():
+    """The ids of the built-in shapes captions, pinned: a text-to-image run is bit-identical only with the same ids,
+    and a tokenizers release that breaks BpeTrainer's count ties differently would change them silently."""
+    from ddpm_hub.text_to_image import adherence_prompts
+
+    tokenizer = build_clip_tokenizer(adherence_prompts(18))  # every colour x shape caption
+    assert len(tokenizer) == 551
+    assert tokenizer(["a red circle", "an orange triangle", "a purple square"]).input_ids == [
+        [549, 320, 537, 541, 550], [549, 516, 544, 547, 550], [549, 320, 545, 546, 550]]
+
+
 def test_bad_tokenizer_inputs_raise_one_line_input_errors(tokenizer):
     cases = [
         (lambda: build_clip_tokenizer("a red circle"), "captions must be a list of strings, got str"),
