@@ -54,7 +54,7 @@ def pixel_unet_config(cross_attention_dim: int) -> dict:
 def train(name: str, unet, text_encoder, tokenizer, batches, scheduler, minutes: float) -> dict:
     """Train unet + text_encoder for `minutes` of wall time on an endless stream of (x0, captions) batches."""
     from ddpm_hub.text_to_image import text_to_image_loss
-    from ddpm_hub.training import LossConfig
+    from ddpm_hub.training.objectives import LossConfig
 
     loss_config = LossConfig("v_prediction", 5.0)
     params = [*unet.parameters(), *text_encoder.parameters()]
@@ -79,12 +79,12 @@ def sample(unet, text_encoder, tokenizer, prompts, shape, scheduler_config, guid
     """Classifier-free guidance with DPM-Solver++ (25 steps): eps = u + w (c - u) on the model's v output."""
     from diffusers import DPMSolverMultistepScheduler
 
-    from ddpm_hub.text_to_image import encode_captions
+    from ddpm_hub.text_encoder import encode_prompts
 
     unet.eval(), text_encoder.eval()
     sampler = DPMSolverMultistepScheduler.from_config(scheduler_config)
     sampler.set_timesteps(25)
-    states = encode_captions(tokenizer, text_encoder, [*prompts, *[""] * len(prompts)])
+    states = encode_prompts(tokenizer, text_encoder, [*prompts, *[""] * len(prompts)], warn_truncation=False)
     x = torch.randn((len(prompts), *shape), generator=torch.Generator().manual_seed(seed))
     for t in sampler.timesteps:
         cond, uncond = unet(torch.cat([x, x]), t, encoder_hidden_states=states).sample.chunk(2)
@@ -95,9 +95,9 @@ def sample(unet, text_encoder, tokenizer, prompts, shape, scheduler_config, guid
 
 
 def main(args: argparse.Namespace) -> None:
-    from ddpm_hub.captioned_data import load_captioned_dataset
+    from ddpm_hub.data import load_captioned_dataset
     from ddpm_hub.scheduling_ddpm import DDPMScheduler
-    from ddpm_hub.shapes import score_prompt_adherence
+    from ddpm_hub.data.shapes import score_prompt_adherence
     from ddpm_hub.text_encoder import build_clip_tokenizer, build_text_encoder
     from ddpm_hub.text_to_image import (LatentDataset, adherence_prompts, build_conditional_unet,
                                         default_conditional_unet_config, sample_latents)

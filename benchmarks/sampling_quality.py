@@ -51,21 +51,23 @@ def parse_args() -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    from ddpm_hub.evaluation import (digits_metrics, generate_images, load_digits_classifier, load_pipeline_parts,
-                                     sampling_pipeline)
-    from ddpm_hub.scheduling_ddpm import DDPMScheduler
+    from ddpm_hub.evaluation import digits_metrics, load_digits_classifier
+    from ddpm_hub.export import load_pipeline_parts
+    from ddpm_hub.pixels import quantize, to_nchw
+    from ddpm_hub.sampling import generate, sampling_pipeline
 
     unet, scheduler = load_pipeline_parts(args.model)
     classifier = load_digits_classifier()
     rows = [row for row in ROWS if not (args.quick and row[1] == "ddpm" and row[2] > 100)]
     results = []
     for label, kind, steps, spacing in rows:
-        config = scheduler if spacing is None else DDPMScheduler.from_config(scheduler.config, timestep_spacing=spacing)
+        config = dict(scheduler.config) if spacing is None else {**scheduler.config, "timestep_spacing": spacing}
         pipeline = sampling_pipeline(unet, config, kind)
         started = time.perf_counter()
-        images = generate_images(pipeline, args.num_samples, steps, args.batch_size, args.seed, progress=False)
+        images = generate(pipeline, args.num_samples, num_inference_steps=steps, batch_size=args.batch_size,
+                          seed=args.seed)
         seconds = time.perf_counter() - started
-        scores = digits_metrics(images, classifier=classifier, seed=args.seed)
+        scores = digits_metrics(quantize(to_nchw(images)), classifier=classifier, seed=args.seed)
         results.append({"sampler": label, "steps": steps, "seconds": seconds,
                         "timestep_spacing": pipeline.scheduler.config.timestep_spacing, **scores})
         print(f"  {label} {steps}: FD {scores['fd']:.2f} in {seconds:.1f}s", file=sys.stderr, flush=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +29,8 @@ import torch
 from safetensors import SafetensorError
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .errors import InputError
+from .errors import InputError, one_line
+from .hub import is_repo_id
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +134,9 @@ def tokenize_captions(tokenizer: CLIPTokenizer, captions: str | Sequence[str]) -
     return _tokenize(tokenizer, captions).input_ids
 
 
-def _tokenize(tokenizer: CLIPTokenizer, captions: str | Sequence[str]):
-    """The tokenizer's BatchEncoding (input_ids and attention_mask [N x L]), with the truncation warning."""
+def _tokenize(tokenizer: CLIPTokenizer, captions: str | Sequence[str], warn: bool = True):
+    """The tokenizer's BatchEncoding (input_ids and attention_mask [N x L]), with the truncation warning unless
+    warn=False."""
     captions = [captions] if isinstance(captions, str) else captions
     _check_captions(captions, "captions")
     if not captions:
@@ -143,7 +144,7 @@ def _tokenize(tokenizer: CLIPTokenizer, captions: str | Sequence[str]):
     length = _sequence_length(tokenizer)
     full_lengths = [len(ids) for ids in tokenizer(list(captions), verbose=False).input_ids]
     cut = sum(full > length for full in full_lengths)
-    if cut:
+    if cut and warn:
         logger.warning("%d of %d captions are longer than the tokenizer's model_max_length of %d tokens "
                        "(%s and %s included) and were truncated", cut, len(captions), length, BOS_TOKEN, EOS_TOKEN)
     return tokenizer(list(captions), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
@@ -211,16 +212,19 @@ def build_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0, **sizes: int) ->
 
 
 def encode_prompts(
-    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: str | Sequence[str]
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: str | Sequence[str], warn_truncation: bool = True
 ) -> torch.Tensor:
     """Prompt embeddings [N x L x hidden_size]: the text encoder's last_hidden_state (after its final layer norm)
     on `tokenize_captions` ids, with the attention mask only if its config sets `use_attention_mask`, as
     `StableDiffusionPipeline.encode_prompt` computes them (diffusers 0.42.1, clip_skip=None). An empty prompt
     gives the unconditional embedding of classifier-free guidance. Gradients flow; wrap in `torch.no_grad()` for
-    a frozen encoder."""
-    tokens = _tokenize(tokenizer, prompts)
-    device = text_encoder.device
-    use_mask = getattr(text_encoder.config, "use_attention_mask", False)
+    a frozen encoder. A DistributedDataParallel-wrapped encoder works too: its forward is called, so gradients are
+    synchronised. warn_truncation=False leaves out the truncation warning (training checks its captions once up
+    front; a warning every step would bury the log)."""
+    tokens = _tokenize(tokenizer, prompts, warn=warn_truncation)
+    model = getattr(text_encoder, "module", text_encoder)  # the model inside a DistributedDataParallel wrapper
+    device = next(model.parameters()).device
+    use_mask = getattr(model.config, "use_attention_mask", False)
     attention_mask = tokens.attention_mask.to(device) if use_mask else None
     return text_encoder(tokens.input_ids.to(device), attention_mask=attention_mask)[0]
 
@@ -258,7 +262,7 @@ def _resolve(name: str, tokenizer_sub: str, encoder_sub: str) -> Path:
         return root
     if root.exists():
         raise InputError(f"{FLAG} {name!r} is a file: give a folder (or a Hugging Face Hub id)")
-    if not _is_hub_id(name):
+    if not is_repo_id(name):
         raise InputError(f"{FLAG} {name!r} does not exist: give a Stable Diffusion folder, a tokenizer + "
                          "CLIPTextModel folder, or a Hugging Face Hub id")
     return _download(name, tokenizer_sub, encoder_sub)
@@ -300,11 +304,11 @@ def _load_pair(name: str, tokenizer_dir: Path, encoder_dir: Path) -> tuple[CLIPT
     try:
         tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     except Exception as error:  # the tokenizers library raises a bare Exception for a malformed tokenizer.json
-        raise InputError(f"{FLAG} {name!r}: the tokenizer could not be read ({_one_line(error)})") from None
+        raise InputError(f"{FLAG} {name!r}: the tokenizer could not be read ({one_line(error, 300)})") from None
     try:
         text_encoder, info = CLIPTextModel.from_pretrained(encoder_dir, output_loading_info=True)
     except _LOAD_ERRORS as error:
-        raise InputError(f"{FLAG} {name!r}: the text encoder could not be read ({_one_line(error)})") from None
+        raise InputError(f"{FLAG} {name!r}: the text encoder could not be read ({one_line(error, 300)})") from None
     if info.get("missing_keys"):
         missing = sorted(info["missing_keys"])
         raise InputError(f"{FLAG} {name!r}: the text encoder's weights are not a CLIPTextModel's ({len(missing)} "
@@ -324,7 +328,7 @@ def _download(repo_id: str, tokenizer_sub: str, encoder_sub: str) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except (OSError, ValueError) as error:  # offline, unreachable, no such repo, gated, invalid id
         raise InputError(f"{FLAG} {repo_id!r} is not a local folder and could not be fetched from the Hugging Face "
-                         f"Hub ({type(error).__name__}: {_one_line(error)})") from None
+                         f"Hub ({type(error).__name__}: {one_line(error, 300)})") from None
 
 
 def _check_fit(name: str, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel) -> None:
@@ -340,12 +344,3 @@ def _check_fit(name: str, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel)
     if len(tokenizer) > config.vocab_size:
         raise InputError(f"{FLAG} {name!r}: the tokenizer has {len(tokenizer)} tokens but the text encoder only "
                          f"{config.vocab_size} embeddings")
-
-
-def _is_hub_id(name: str) -> bool:
-    """'name' or 'owner/name' (letters, digits, '-', '_', '.'), not starting like a local path."""
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", name) is not None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300]

@@ -26,10 +26,8 @@ hidden_size, which is the U-Net's cross_attention_dim).
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +41,9 @@ from .hub import is_repo_id
 from .pixels import from_uint8
 from .sampling import generate, sampler_scheduler
 from .scheduling_ddpm import DDPMScheduler
-from .text_encoder import tokenize_captions
+from .text_encoder import encode_prompts, tokenize_captions
 from .training.objectives import LossConfig, diffusion_loss
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_VALIDATION_PROMPTS = ("a red circle", "a green square", "a blue triangle", "a yellow circle")
 COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
@@ -198,41 +195,12 @@ def drop_captions(captions: Sequence[str], probability: float) -> list[str]:
     return ["" if drop else caption for caption, drop in zip(captions, dropped)]
 
 
-@contextlib.contextmanager
-def _no_truncation_warning() -> Iterator[None]:
-    """Silence text_encoder.py's truncation warning: the training data's captions were checked once up front
-    (`check_caption_lengths`), and a warning every step would bury the rest of the log."""
-    text_logger = logging.getLogger("ddpm_hub.text_encoder")
-    level = text_logger.level
-    text_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        text_logger.setLevel(level)
-
-
 def check_caption_lengths(tokenizer, captions: Sequence[str]) -> None:
     """Tokenize every distinct caption once; `tokenize_captions` logs one warning saying how many are longer than
     the tokenizer's model_max_length and will be truncated. Raises InputError for non-string captions."""
     distinct = sorted(set(captions))
     if distinct:
         tokenize_captions(tokenizer, distinct)
-
-
-def encode_captions(tokenizer, text_encoder, captions: Sequence[str]) -> torch.Tensor:
-    """Text states [N x L x D] of the captions: `tokenize_captions` ids -> the text encoder's last_hidden_state,
-    the attention mask only if its config sets `use_attention_mask`, as `ddpm_hub.text_encoder.encode_prompts`
-    and StableDiffusionPipeline compute them. Works through a DistributedDataParallel wrapper (its forward is
-    called, so gradients are synchronised), and without the per-call truncation warning."""
-    model = getattr(text_encoder, "module", text_encoder)
-    device = next(model.parameters()).device
-    with _no_truncation_warning():
-        ids = tokenize_captions(tokenizer, list(captions))
-    mask = None
-    if getattr(model.config, "use_attention_mask", False):
-        mask = tokenizer(list(captions), padding="max_length", max_length=ids.shape[1], truncation=True,
-                         return_tensors="pt").attention_mask.to(device)
-    return text_encoder(ids.to(device), attention_mask=mask)[0]
 
 
 # ------------------------------------------------------------------------------------------------ latents
@@ -305,7 +273,7 @@ def text_to_image_loss(unet, text_encoder, tokenizer, latents: torch.Tensor, cap
     Diffusion), as a scalar float32 tensor.
 
     1. classifier-free guidance's dropout: each caption becomes "" with conditioning_dropout_prob (`drop_captions`);
-    2. tau(y): the text states [B x L x D] (`encode_captions`; gradients reach a trained text encoder);
+    2. tau(y): the text states [B x L x D] (`encode_prompts`; gradients reach a trained text encoder);
     3. the pixel-space objective on the latents [B x c x h x w] (scaled posterior samples, `sample_latents`):
        `ddpm_hub.training.diffusion_loss` with encoder_hidden_states = tau(y): t ~ U{0..T-1}, z ~ N(0, I),
        x_t from `scheduler.add_noise`, the prediction type's target and min-SNR weights of `loss_config`.
@@ -318,7 +286,7 @@ def text_to_image_loss(unet, text_encoder, tokenizer, latents: torch.Tensor, cap
         raise InputError(f"--loss_type {loss_config.loss_type!r} is for pixel-space models (its L_vlb uses the "
                          "8-bit pixel decoder); text-to-image trains L_simple on latents")
     captions = drop_captions(captions, conditioning_dropout_prob)  # 1.
-    states = encode_captions(tokenizer, text_encoder, captions)  # 2.
+    states = encode_prompts(tokenizer, text_encoder, captions, warn_truncation=False)  # 2.
     return diffusion_loss(unet, latents, scheduler, loss_config, model_kwargs={"encoder_hidden_states": states})  # 3.
 
 
@@ -352,7 +320,8 @@ def load_pretrained_components(path_or_id: str | os.PathLike) -> PretrainedParts
     elif root.exists() or not is_repo_id(name):
         raise InputError(f"{PRETRAINED_FLAG} {name!r} is not a folder: give a Stable Diffusion folder (vae/, "
                          "text_encoder/, tokenizer/, unet/, scheduler/) or a Hugging Face Hub id")
-    scheduler_config = _load_component(name, "scheduler", lambda: DDPMScheduler.load_config(name, subfolder="scheduler"))
+    scheduler_config = _load_component(name, "scheduler",
+                                       lambda: DDPMScheduler.load_config(name, subfolder="scheduler"))
     unet_config = _load_component(name, "unet", lambda: UNet2DConditionModel.load_config(name, subfolder="unet"))
     if unet_config.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
         raise InputError(f"{PRETRAINED_FLAG} {name!r}: unet/ holds a {unet_config['_class_name']}, not the "

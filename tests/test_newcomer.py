@@ -16,7 +16,8 @@ from conftest import cold_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# the README's main command (tests/test_project.py checks the README says it); the tests add only what makes it small (steps, evaluation sizes, grids)
+# the README's main command (tests/test_project.py checks the README says it); the tests add only what makes it
+# small (steps, evaluation sizes, grids)
 MAIN_COMMAND = ["accelerate", "launch", "--quiet", "train_ddpm.py"]
 SMALL_EVALUATION = ["--eval_num_samples", "8", "--eval_inference_steps", "2", "--eval_bpd_timesteps", "3",
                     "--eval_bpd_images", "2"]

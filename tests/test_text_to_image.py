@@ -31,7 +31,6 @@ from ddpm_hub.text_to_image import (  # noqa: E402
     build_conditional_unet,
     default_conditional_unet_config,
     drop_captions,
-    encode_captions,
     generate_from_prompts,
     prompt_adherence,
     sample_latents,
@@ -281,7 +280,8 @@ def bad_data(tmp_path_factory) -> dict:
      "the VAE's latent_channels (4) do not match the U-Net's in_channels (3)"),
     (lambda d, v: ["--pretrained_vae_name_or_path", str(v), "--vae_num_steps", "5"],
      "--vae_num_steps has no effect here: no VAE is trained when a pretrained one is given"),
-    (lambda d, v: ["--ddpm_num_inference_steps", "10"], "--ddpm_num_inference_steps is a --task unconditional flag; --task text-to-image does not use it"),
+    (lambda d, v: ["--ddpm_num_inference_steps", "10"],
+     "--ddpm_num_inference_steps is a --task unconditional flag; --task text-to-image does not use it"),
     (lambda d, v: ["--loss_type", "hybrid"], "--loss_type 'hybrid' is not supported by --task text-to-image"),
     (lambda d, v: ["--conditioning_dropout_prob", "1.5"], "--conditioning_dropout_prob must be between 0 and 1"),
 ])
@@ -385,11 +385,11 @@ def test_loss_is_l_simple_on_latents_written_out(text_side, prediction_type):
     text_encoder.zero_grad(set_to_none=True)
 
 
-def test_encode_captions_is_encode_prompts_without_a_warning_per_call(text_side, caplog):
+def test_training_encodes_prompts_without_a_warning_per_call(text_side, caplog):
     tokenizer, text_encoder = text_side
     captions = ["a red circle", "", "a red circle on a light grey background near the middle"]
     with caplog.at_level(logging.WARNING, logger="ddpm_hub.text_encoder"), torch.no_grad():
-        ours = encode_captions(tokenizer, text_encoder, captions)
+        ours = encode_prompts(tokenizer, text_encoder, captions, warn_truncation=False)
         assert not caplog.records
         assert torch.equal(ours, encode_prompts(tokenizer, text_encoder, captions))
     assert ours.shape == (3, 8, SIZES["hidden_size"]) and len(caplog.records) == 1  # encode_prompts warned

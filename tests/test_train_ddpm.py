@@ -191,6 +191,11 @@ def test_mixed_folder_trains_and_reports_skips(tmp_path, tiny_config, capsys):
     (["--eval_epochs", "-1"], "--eval_epochs must be an integer >= 0, got -1"),
     (["--eval_num_samples", "1"], "--eval_num_samples must be an integer >= 2, got 1"),
     (["--eval_bpd_timesteps", "2"], "--eval_bpd_timesteps must be 'full' or an integer K >= 3"),
+    # conflicting flags are an error that names both, never a silent rewrite
+    (["--eval_inference_steps", "30", "--ddpm_num_steps", "20", "--ddpm_num_inference_steps", "4"],
+     "--eval_inference_steps 30 exceeds --ddpm_num_steps 20"),
+    (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"],
+     "--overwrite_output_dir and --resume_from_checkpoint contradict each other"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, tiny_config, capsys, extra, match):
     code = train_ddpm.cli(_args(tmp_path / "run", tiny_config, *extra))
@@ -369,3 +374,16 @@ def test_timestep_spacing_default_follows_the_prediction_type():
     assert train_ddpm.parse_args(["--prediction_type", "epsilon"]).timestep_spacing == "leading"
     assert train_ddpm.parse_args(["--prediction_type", "epsilon", "--timestep_spacing", "trailing"]
                                  ).timestep_spacing == "trailing"
+
+
+def test_the_model_card_describes_the_builtin_digits_and_lists_only_this_tasks_flags(tmp_path, tiny_config):
+    """The built-in digits are scikit-learn's, not the Hub dataset called "digits": no link, no datasets tag; and an
+    unconditional run's hyperparameter table holds no text-to-image or VAE flag."""
+    out = _train(tmp_path / "run", tiny_config)
+    card = (out / "README.md").read_text()
+    front_matter = card.split("---")[1]
+    assert "huggingface.co/datasets" not in card and "datasets:" not in front_matter
+    assert "scikit-learn's built-in handwritten digits" in card
+    table = {line.split("|")[1].strip() for line in card.splitlines() if line.startswith("| ")}
+    assert {"learning_rate", "ddpm_num_inference_steps", "eval_bpd_images"} <= table
+    assert not table & {"vae_num_steps", "guidance_scale", "caption_column", "validation_prompts", "given_flags"}
