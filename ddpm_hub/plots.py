@@ -13,8 +13,12 @@ from PIL import Image
 from .atomic import atomic_path
 
 
-def image_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 2, scale: int = 1) -> Image.Image:
-    """Tile (N, H, W, C) images in [0, 1] into one PIL image (nrow per row, white padding, nearest upscaling)."""
+def image_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 2,
+               scale: int = 1) -> Image.Image:
+    """Tile (N, H, W, C) images in [0, 1] into one PIL image (nrow per row, white padding, nearest upscaling).
+
+    Why ours: diffusers.utils.make_image_grid takes PIL images and needs rows x cols == N exactly, with no padding
+    between tiles and a bilinear resize; 16x16 digits need a last partial row, a gap and crisp nearest upscaling."""
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (N, H, W, C), got {images.shape}")
