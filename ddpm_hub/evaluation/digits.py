@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import InputError, one_line
 from ..pixels import from_uint8, to_nchw
-from .frechet import frechet_distance
+from .frechet import distance_with_floor
 
 LOGGER = logging.getLogger(__name__)
 
@@ -186,8 +186,6 @@ def digits_metrics(images: np.ndarray | torch.Tensor, classifier: DigitsClassifi
     x = to_digits_tensor(images, "images")
     if x.shape[0] < 2:
         raise InputError(f"digits_metrics needs at least 2 images, got {x.shape[0]}")
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise InputError(f"draws must be a positive integer, got {draws!r}")
     classifier = classifier if classifier is not None else load_digits_classifier()
     classifier.eval()
     train_features = None
@@ -202,43 +200,18 @@ def digits_metrics(images: np.ndarray | torch.Tensor, classifier: DigitsClassifi
         if reference.shape[0] < 2:
             raise InputError(f"reference needs at least 2 images, got {reference.shape[0]}")
 
-    N, M = x.shape[0], reference.shape[0]
     logits, features = _classify(classifier, x)
-    reference_features = _classify(classifier, reference)[1]
-    if 2 * N <= M:
-        floor_reference = "held-out vs held-out (disjoint random subsets)"
-    elif train_features is not None:
-        floor_reference = "train vs held-out (N > half the held-out split)"
-    else:
-        floor_reference = f"none (reference has {M} images; a disjoint floor needs {2 * N})"
-    generator = torch.Generator().manual_seed(seed)
-    fds, floors = [], []
-    for _ in range(draws):
-        order = torch.randperm(M, generator=generator)
-        r1 = reference_features[order[:min(N, M)]]
-        fds.append(frechet_distance(features, r1))
-        if 2 * N <= M:
-            floors.append(frechet_distance(reference_features[order[N:2 * N]], r1))
-        elif train_features is not None:
-            pick = torch.randperm(len(train_features), generator=generator)[:N]
-            floors.append(frechet_distance(train_features[pick], r1))
-
+    distances = distance_with_floor(features, _classify(classifier, reference)[1], train_features, seed, draws)
     probabilities = logits.softmax(dim=1)
     histogram = torch.bincount(probabilities.argmax(dim=1), minlength=NUM_CLASSES)
-    fd, fd_floor = float(np.mean(fds)), float(np.mean(floors)) if floors else None
     return {
-        "fd": fd,
-        "fd_floor": fd_floor,
-        "fd_ratio": fd / fd_floor if fd_floor else None,
-        "fd_std": float(np.std(fds)),
-        "fd_floor_std": float(np.std(floors)) if floors else None,
-        "floor_reference": floor_reference,
+        **{key: distances[key] for key in ("fd", "fd_floor", "fd_ratio", "fd_std", "fd_floor_std", "floor_reference")},
         "confidence": float(probabilities.max(dim=1).values.mean()),
         "classes_covered": int((histogram > 0).sum()),
-        "smallest_class_share": float(histogram.min()) / N,
+        "smallest_class_share": float(histogram.min()) / x.shape[0],
         "class_histogram": [int(count) for count in histogram],
-        "num_samples": N,
-        "num_reference": min(N, M),
+        "num_samples": x.shape[0],
+        "num_reference": distances["num_reference"],
         "num_draws": draws,
     }
 
