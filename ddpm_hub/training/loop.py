@@ -95,7 +95,8 @@ def train(task: Task, accelerator, args: argparse.Namespace) -> TrainingSummary:
     first_epoch = global_step // updates_per_epoch
     resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
     if accelerator.is_main_process and args.logger != "none":
-        accelerator.init_trackers("train_ddpm", config=task_hyperparameters(task, args))
+        accelerator.init_trackers("train_ddpm", config=task_hyperparameters(task, args),
+                                  init_kwargs={"tensorboard": TENSORBOARD_WRITER})
 
     # 4. the loop
     progress = tqdm(total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process,
@@ -137,7 +138,7 @@ def train(task: Task, accelerator, args: argparse.Namespace) -> TrainingSummary:
                     logs["ema_decay"] = next(iter(emas.values())).cur_decay_value
                 progress.update(1)
                 progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{logs['lr']:.2e}")
-                accelerator.log(logs, step=global_step)
+                log_scalars(accelerator, logs, global_step)
                 if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
                     save_checkpoint(accelerator, output_dir, global_step,
                                     {"epoch": epoch, "loss_history": loss_history}, args.checkpoints_total_limit)
@@ -180,7 +181,7 @@ def _end_of_epoch(task: Task, accelerator, args: argparse.Namespace, models: dic
     if evaluate:
         scalars, card_metrics = task.evaluate(sampling_models, global_step)
         scalars = {name: value for name, value in scalars.items() if value is not None}
-        accelerator.log({f"eval/{name}": value for name, value in scalars.items()}, step=global_step)
+        log_scalars(accelerator, {f"eval/{name}": value for name, value in scalars.items()}, global_step)
         accelerator.print(f"evaluation at step {global_step}: "
                           + ", ".join(f"{name} {value:.4g}" for name, value in scalars.items()))
     if export:
@@ -190,6 +191,24 @@ def _end_of_epoch(task: Task, accelerator, args: argparse.Namespace, models: dic
             sample_grid="samples/latest.png" if latest.is_file() else None, metrics=card_metrics,
             repo_id=args.hub_model_id if args.push_to_hub else None))
     return card_metrics
+
+
+# tensorboard's SummaryWriter writes events from a background thread and flushes the file every flush_secs and at
+# the end; accelerate's TensorBoardTracker.log also flushes on every call, which waits for that thread: about 70 ms a
+# step on a 2-core machine, 45% of a step of the default run. `log_scalars` hands the writer every step's values
+# without that flush.
+TENSORBOARD_WRITER = {"flush_secs": 30, "max_queue": 1000}
+
+
+def log_scalars(accelerator, values: dict[str, float], step: int) -> None:
+    """Every value to the run's trackers at `step`: straight to tensorboard's writer (flushed on its timer and at
+    the end of training), and through its own `log` to any other tracker (wandb)."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for name, value in values.items():
+                tracker.writer.add_scalar(name, value, global_step=step)
+        else:
+            tracker.log(values, step=step)
 
 
 def save_grid(accelerator, images: torch.Tensor, nrow: int | None, output_dir: Path, epoch: int, global_step: int,
