@@ -267,6 +267,10 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         self.betas = betas
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        # q(x_t|x_0)'s coefficients for add_noise / get_velocity, in float32 from the float32 abar_t exactly as
+        # diffusers computes them: the x_t a model trained with diffusers saw, bit for bit. (The float64 chain below
+        # rounds sqrt(1-abar_t) once instead of twice and differs by one ulp at about a third of the timesteps.)
+        self._forward = {"sqrt_abar": self.alphas_cumprod**0.5, "sqrt_one_minus_abar": (1 - self.alphas_cumprod) ** 0.5}
         self.one = torch.tensor(1.0)
         self.init_noise_sigma = 1.0
         self.variance_type = variance_type
@@ -537,9 +541,15 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         t = self._check_train_timesteps(timesteps, original_samples.shape[0])
         x0, z = original_samples, noise
         compute = x0 if x0.dtype == torch.float64 else x0.float()
-        sqrt_abar = self._gather(self._chain, "sqrt_abar", t, compute)
-        sqrt_one_minus_abar = self._gather(self._chain, "sqrt_one_minus_abar", t, compute)
+        table = self._forward_table(compute)
+        sqrt_abar = self._gather(table, "sqrt_abar", t, compute)
+        sqrt_one_minus_abar = self._gather(table, "sqrt_one_minus_abar", t, compute)
         return (sqrt_abar * compute + sqrt_one_minus_abar * z.to(compute.dtype)).to(x0.dtype)
+
+    def _forward_table(self, compute: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The q(x_t|x_0) coefficients diffusers uses for inputs of this dtype: float32 ones (bit-equal to diffusers'
+        for float32 inputs) or, for float64 inputs, the float64 chain (diffusers casts abar_t to float64 first)."""
+        return self._chain if compute.dtype == torch.float64 else self._forward
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """v = sqrt(abar_t) z - sqrt(1-abar_t) x_0, the v-prediction target (Salimans & Ho 2022, sec. 4).
@@ -548,8 +558,9 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         """
         t = self._check_train_timesteps(timesteps, sample.shape[0])
         compute = sample if sample.dtype == torch.float64 else sample.float()
-        sqrt_abar = self._gather(self._chain, "sqrt_abar", t, compute)
-        sqrt_one_minus_abar = self._gather(self._chain, "sqrt_one_minus_abar", t, compute)
+        table = self._forward_table(compute)
+        sqrt_abar = self._gather(table, "sqrt_abar", t, compute)
+        sqrt_one_minus_abar = self._gather(table, "sqrt_one_minus_abar", t, compute)
         return (sqrt_abar * noise.to(compute.dtype) - sqrt_one_minus_abar * compute).to(sample.dtype)
 
     # ------------------------------------------------------- the notes' math
