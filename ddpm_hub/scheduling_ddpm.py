@@ -398,11 +398,20 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         return schedule.copy()
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
-        """The timestep the sampler goes to from `timestep`, read from `self.timesteps` (-1: x_0 is next)."""
+        """The timestep the sampler goes to from `timestep`, read from `self.timesteps` (-1: x_0 is next).
+
+        Returns what diffusers returns: before `set_timesteps`, `timestep - 1` (an int for an int, a tensor of the
+        input's dtype and device for a tensor); after it, a 0-d tensor of `self.timesteps`' dtype and device, or
+        `torch.tensor(-1)` from the last timestep. A (B,) tensor gives a (B,) tensor (diffusers cannot).
+        """
         if torch.is_tensor(timestep) and timestep.ndim > 0:
             return torch.as_tensor(self._prev_timesteps, device=timestep.device)[timestep.long()]
         prev = int(self._prev_timesteps[self._scheduled_index(timestep)])
-        return torch.tensor(prev) if torch.is_tensor(timestep) or self.num_inference_steps else prev
+        if not (self.custom_timesteps or self.num_inference_steps):
+            return timestep - 1
+        if prev < 0:
+            return torch.tensor(-1)
+        return torch.tensor(prev, dtype=self.timesteps.dtype, device=self.timesteps.device)
 
     def _scheduled_index(self, timestep) -> int:
         t = int(timestep)
@@ -518,6 +527,56 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         frac = (predicted_variance + 1) / 2
         log_variance = frac * coef("log_beta") + (1 - frac) * coef("log_posterior_variance")
         return torch.exp(0.5 * log_variance)
+
+    # The leading underscore is diffusers' spelling, kept so that code written against diffusers runs unchanged:
+    # diffusers' own scheduler tests, and pipelines and samplers built on its DDPMScheduler, call
+    # `scheduler._get_variance(t)` to get sigma_t^2 without stepping. Here it is public, tested API.
+    def _get_variance(
+        self,
+        t: int | torch.Tensor,
+        predicted_variance: torch.Tensor | None = None,
+        variance_type: Literal[
+            "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"
+        ] | None = None,
+    ) -> torch.Tensor | None:
+        """The reverse step's variance term at timestep t (to the next scheduled timestep), with diffusers'
+        semantics and bits. What it returns depends on the type, as in diffusers:
+
+            fixed_small      tilde-beta_t = (1-abar_prev)/(1-abar_t) beta_t, floored at 1e-20 (note 001, 逆向过程)
+            fixed_small_log  exp(0.5 log tilde-beta_t): the standard deviation, not the variance
+            fixed_large      beta_t (of the possibly skipping step: 1 - abar_t/abar_prev)
+            fixed_large_log  log beta_t: a log variance
+            learned          `predicted_variance` itself (the model's extra channels are the variance)
+            learned_range    frac log beta_t + (1-frac) log tilde-beta_t, frac = (v+1)/2 (Improved DDPM eq. 15): a
+                             log variance shaped like `predicted_variance` v
+
+        Args:
+            t: a scheduled timestep (int or 0-d tensor).
+            predicted_variance: the model's variance channels (B, C, H, W), for the learned types.
+            variance_type: one of the six types; None reads `config.variance_type`.
+        Returns: a 0-d float32 tensor for the fixed types; for the learned types, a tensor like
+            `predicted_variance` (or None for "learned" without one, as in diffusers).
+        """
+        index = self._scheduled_index(t)
+        variance_type = self.config.variance_type if variance_type is None else variance_type
+        _check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        # 0-d float32 copies of the step tables, which hold diffusers' float32 arithmetic for this step
+        entry = lambda name: self._tables[name][index].clone()  # noqa: E731
+        if variance_type == "fixed_small":
+            return entry("posterior_variance")
+        if variance_type == "fixed_small_log":
+            return entry("std_small_log")
+        if variance_type == "fixed_large":
+            return entry("beta")
+        if variance_type == "fixed_large_log":
+            return entry("log_beta")
+        if variance_type == "learned":
+            return predicted_variance
+        if predicted_variance is None:
+            raise ValueError("variance_type='learned_range' needs predicted_variance (the model's extra C channels), "
+                             "got None")
+        frac = (predicted_variance + 1) / 2
+        return frac * entry("log_beta") + (1 - frac) * entry("log_posterior_variance")
 
     def _threshold_sample(self, sample: torch.Tensor) -> torch.Tensor:
         """Imagen's dynamic thresholding: s = per-image quantile of |x_0|, clamped to [1, sample_max_value];
