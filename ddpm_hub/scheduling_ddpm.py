@@ -18,16 +18,41 @@ Slips in the notes that this file does *not* copy (learners read both side by si
   * note 002 (逆向过程的符号表示) gives the variance of q(x_{t-1}|x_t,x_0) as
     alpha_t/(1-alpha_t) + 1/(1-abar_{t-1}); that sum is the *precision* 1/tilde-beta_t, not the variance.
 
-Deliberate differences from diffusers 0.42 (everything else matches to float32 round-off):
+Deliberate differences from diffusers 0.42 (everything else gives the same bits: tests/test_scheduler_parity.py,
+tests/test_scheduler_compat.py):
   * `fixed_large_log` gives NaN in diffusers (it takes the square root of log(beta_t), their issue 14569);
     here it samples with std = exp(0.5 log beta_t), i.e. the same result as `fixed_large`.
   * `step` also takes a (B,) tensor of per-sample timesteps (diffusers cannot: their issue 1784).
-  * `add_noise` / `get_velocity` compute in float32 (float64 for float64 inputs) and cast at the end, so
-    bf16/fp16 inputs keep the precision of the coefficients (diffusers casts abar_t to the input dtype first).
-  * bad input (unknown option, out-of-range or unknown timestep, wrong channel count) raises a ValueError
-    naming the input and the allowed values, where diffusers raises later or from inside torch.
+  * `add_noise` / `get_velocity` compute bf16/fp16 inputs in float32 and cast at the end, so they keep the
+    precision of the coefficients (diffusers casts abar_t to the input dtype first). float32 and float64 inputs
+    give diffusers' bits.
+  * `set_timesteps(timesteps=...)` sets `num_inference_steps = len(timesteps)`; diffusers leaves it as it was
+    (None, or a previous call's count, which then no longer describes `timesteps`).
   * per-step coefficients are computed once per `set_timesteps` (vectorised, same float32 arithmetic, so the
     same bits) and looked up per step; diffusers rebuilds them from 0-d tensors at every step.
+
+Stricter checks. Each raises a one-line ValueError naming the input and what is allowed, and is kept only where
+diffusers returns NaN or a silently wrong result (tests/test_scheduler_errors.py shows diffusers' result next to
+ours; diffusers' own tests/schedulers/test_scheduler_ddpm.py fails on the first three, which it checks only at
+t = 0):
+  * a beta_t outside (0, 1], e.g. beta_start=0.1, beta_end=2: betas pass 1 at t = 474, abar_t underflows to 0
+    and diffusers' step is NaN at 755 of the 1000 timesteps. beta_0 = 0 (beta_start=0) is 0/0 at t = 0; a
+    negative beta makes 1 - abar_t < 0 (NaN from its square root); a later beta_t = 0 has log beta_t = -inf,
+    and diffusers' learned_range is NaN there wherever v = -1 (0 * -inf).
+  * trained_betas whose length is not num_train_timesteps: diffusers still lists num_train_timesteps timesteps.
+    With 2 betas and T = 1000, 998 of the 1000 fail inside torch (IndexError; a device-side assert on CUDA); with
+    1000 betas and T = 10 it silently samples on the first 10 betas (abar = 0.998 where x_T should be noise).
+  * an unknown variance_type (also as `_get_variance`'s argument): diffusers silently uses fixed_small (the
+    test's "other", or a typo such as "fixed_larg", gives fixed_small's bits).
+  * custom timesteps below 0, and a timestep below 0 in `step` (before `set_timesteps`) or `add_noise`: diffusers
+    reads alphas_cumprod[t] with Python's wrap-around (t = -1: the noisiest timestep) silently.
+  * a model_output whose shape is not the sample's (or 2C channels for the learned types): diffusers broadcasts
+    a (B, 1, H, W) output over (B, C, H, W) silently.
+  Input that diffusers also rejects, later or from inside torch, is rejected here up front with a ValueError:
+  unknown beta_schedule / prediction_type / timestep_spacing, num_train_timesteps < 1, num_inference_steps
+  outside [1, T] (0 divides by zero, except with linspace, where it silently gives no timesteps), unsorted or
+  empty custom timesteps, steps_offset pushing timesteps past T - 1, a timestep that is not scheduled,
+  `_get_variance` with learned_range and no predicted_variance.
 """
 
 from __future__ import annotations
@@ -106,6 +131,8 @@ def make_betas(
     T = num_train_timesteps
     if trained_betas is not None:
         betas = torch.tensor(np.asarray(trained_betas, dtype=np.float64), dtype=torch.float32)
+        # diffusers keeps T timesteps over however many betas it gets: too few and most of the timesteps it lists
+        # fail inside torch, too many and it silently samples a truncated schedule (module docstring)
         if betas.ndim != 1 or len(betas) != T:
             raise ValueError(f"trained_betas must be a 1-D list of num_train_timesteps={T} values, "
                              f"got shape {tuple(betas.shape)}")
@@ -121,8 +148,15 @@ def make_betas(
         _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
     if rescale_betas_zero_snr:
         betas = rescale_zero_terminal_snr(betas)
-    if bool((betas <= 0).any()) or bool((betas > 1).any()):
-        raise ValueError("betas must lie in (0, 1]; check beta_start, beta_end and trained_betas")
+    # beta_t is a variance, and diffusers gives NaN outside (0, 1]: past 1, sqrt(1-beta) and abar_t break down;
+    # beta_0 = 0 is 0/0 at t = 0; a later 0 has log beta_t = -inf (module docstring, "Deliberate differences")
+    outside = ((betas <= 0) | (betas > 1)).nonzero()
+    if len(outside):
+        t = int(outside[0])
+        source = "trained_betas" if trained_betas is not None else (
+            f"beta_schedule={beta_schedule!r} with beta_start={beta_start}, beta_end={beta_end}")
+        raise ValueError(f"{source} gives beta_{t}={betas[t].item():.6g} ({len(outside)} of {T} betas outside "
+                         f"(0, 1]); every beta_t must lie in (0, 1]")
     return betas
 
 
