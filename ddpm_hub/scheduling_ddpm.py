@@ -255,8 +255,10 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         rescale_betas_zero_snr: rescale betas so that abar_{T-1} = 0.
 
     Attributes: `betas`, `alphas`, `alphas_cumprod` (float32, shape (T,)), `timesteps` (int64, descending),
-    `posterior_variance`, `posterior_log_variance_clipped`, `posterior_mean_coef1`, `posterior_mean_coef2`
-    (float32, shape (T,), for the full T-step chain).
+    `num_inference_steps`, `custom_timesteps`, `init_noise_sigma` (as in diffusers), and `posterior_variance`,
+    `posterior_log_variance_clipped`, `posterior_mean_coef1`, `posterior_mean_coef2` (float32, shape (T,), for the
+    full T-step chain). Methods beyond `step`/`add_noise` that diffusers code calls: `set_timesteps`,
+    `previous_timestep`, `scale_model_input`, `_get_variance`, `_threshold_sample`, `get_velocity`, `len()`.
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
