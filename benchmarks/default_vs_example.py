@@ -44,9 +44,10 @@ EXAMPLE = {"batch_size": 32, "learning_rate": 3e-4, "warmup_steps": 500, "ema_ma
 
 
 # ------------------------------------------------------------------------------------------------- the example
-def example_loop(seconds: float, output_dir: Path, seed: int, logger: str) -> dict:
+def example_loop(seconds: float | None, output_dir: Path, seed: int, logger: str, max_steps: int | None = None,
+                 batch_size: int = EXAMPLE["batch_size"]) -> dict:
     """diffusers' train_unconditional.py training loop for `seconds` of wall time (from this call to the exported
-    folder); returns steps, images and images/s while training."""
+    folder), or for `max_steps` steps; returns steps, images and images/s while training."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -60,7 +61,7 @@ def example_loop(seconds: float, output_dir: Path, seed: int, logger: str) -> di
     from ddpm_hub.training.unet import default_unet_config
 
     started = time.perf_counter()
-    deadline = started + seconds - EXAMPLE["export_reserve_seconds"]
+    deadline = started + seconds - EXAMPLE["export_reserve_seconds"] if seconds else math.inf
     torch.manual_seed(seed)
     accelerator = Accelerator(log_with=None if logger == "none" else logger,
                               project_config=ProjectConfiguration(project_dir=str(output_dir),
@@ -85,8 +86,8 @@ def example_loop(seconds: float, output_dir: Path, seed: int, logger: str) -> di
                           for i in images]}
 
     dataset.set_transform(transform_images)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=EXAMPLE["batch_size"], shuffle=True, num_workers=0)
-    total = [10 ** 9]  # set after the calibration steps, so that the cosine decay ends with the time budget
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
+    total = [max_steps or 10 ** 9]  # a time budget sets it after the calibration steps, so the decay ends in time
 
     def lr_lambda(step: int) -> float:  # diffusers' get_cosine_schedule_with_warmup, with a total known later
         if step < EXAMPLE["warmup_steps"]:
@@ -122,7 +123,7 @@ def example_loop(seconds: float, output_dir: Path, seed: int, logger: str) -> di
             step, images = step + 1, images + bsz
             accelerator.log({"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "step": step},
                             step=step)
-            if step == EXAMPLE["calibration_steps"]:
+            if step == EXAMPLE["calibration_steps"] and max_steps is None:
                 rate = step / (time.perf_counter() - train_started)
                 total[0] = step + int(rate * (deadline - time.perf_counter()))
             if step >= total[0] or time.perf_counter() >= deadline:
