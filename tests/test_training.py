@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ddpm_hub import DDPMScheduler
 from ddpm_hub.errors import InputError
-from ddpm_hub.training.objectives import LossConfig, vlb_term, diffusion_loss, loss_weights, training_target
+from ddpm_hub.training.objectives import LossConfig, vlb_term, diffusion_loss, loss_weights
 
 from conftest import TINY_UNET  # noqa: E402
 
@@ -43,23 +42,38 @@ def test_zero_terminal_snr_weight_is_finite():
     assert torch.isfinite(weights).all() and weights.item() == 1.0
 
 
+@pytest.mark.parametrize("snr_gamma", [None, 5.0])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
-def test_loss_is_the_notes_mse_on_the_same_draws(prediction_type):
-    """L = E || target - model(sqrt(abar_t) x_0 + sqrt(1-abar_t) z, t) ||^2 (note 001, 训练), same RNG draws."""
-    scheduler = DDPMScheduler(prediction_type=prediction_type)
-    clean = torch.rand(4, 1, 8, 8) * 2 - 1
-    model = lambda x, t: _Out(0.5 * x + 0.01 * t.reshape(-1, 1, 1, 1))  # noqa: E731
+def test_loss_is_the_notes_mse_on_the_same_draws(prediction_type, snr_gamma):
+    """L = E w(t) || target - model(sqrt(abar_t) x_0 + sqrt(1-abar_t) z, t) ||^2 (note 001, 训练), on the same RNG
+    draws, every piece written out here in float64: abar, x_t, the target (z, x_0 or v) and the min-SNR weight."""
+    scheduler = DDPMScheduler(prediction_type=prediction_type)  # linear betas 1e-4 .. 0.02, T = 1000
+    clean = torch.rand(16, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    model = lambda x, t: _Out(0.5 * x - 0.2 * t.reshape(-1, 1, 1, 1) / 1000)  # noqa: E731
     torch.manual_seed(0)
-    loss = diffusion_loss(model, clean, scheduler, LossConfig(prediction_type=prediction_type))
-    torch.manual_seed(0)
-    noise = torch.randn_like(clean)
-    t = torch.randint(0, 1000, (4,))
-    abar = scheduler.alphas_cumprod.double()[t].reshape(-1, 1, 1, 1)
-    noisy = (abar.sqrt() * clean.double() + (1 - abar).sqrt() * noise.double()).float()
-    target = training_target(scheduler, prediction_type, clean, noise, t)
-    per_sample = F.mse_loss(model(noisy, t).sample, target, reduction="none").mean(dim=(1, 2, 3))
-    expected = (per_sample * loss_weights(scheduler, t, prediction_type, None)).mean()
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    loss = diffusion_loss(model, clean, scheduler, LossConfig(prediction_type=prediction_type, snr_gamma=snr_gamma))
+    torch.manual_seed(0)  # the same draws: z first, then t ~ U{0..T-1}
+    noise = torch.randn_like(clean).double()
+    t = torch.randint(0, 1000, (16,))
+
+    # abar_t = prod_{i<=t} (1 - beta_i) over float32 linear betas, the product taken in float32 (diffusers' tables)
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float32)
+    abar = torch.cumprod(1 - betas, dim=0).double()[t].reshape(-1, 1, 1, 1)
+    x0 = clean.double()
+    noisy = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    prediction = 0.5 * noisy - 0.2 * t.double().reshape(-1, 1, 1, 1) / 1000
+    target = {"epsilon": noise, "sample": x0, "v_prediction": abar.sqrt() * noise - (1 - abar).sqrt() * x0}
+    mse = ((prediction - target[prediction_type]) ** 2).mean(dim=(1, 2, 3))
+    snr = (abar / (1 - abar)).flatten()
+    # Hang et al. 2023: epsilon weight min(SNR, gamma)/SNR; x_0 error = eps error / sqrt(SNR) and
+    # v error = eps error * sqrt((SNR+1)/SNR), so their weights carry SNR and SNR/(SNR+1). Plain: x_0-MSE * SNR.
+    eps_weight = torch.ones_like(snr) if snr_gamma is None else torch.clamp(snr, max=snr_gamma) / snr
+    v_weight = torch.ones_like(snr) if snr_gamma is None else eps_weight * snr / (snr + 1)
+    weight = {"epsilon": eps_weight, "sample": eps_weight * snr, "v_prediction": v_weight}[prediction_type]
+    expected = (mse * weight).mean()
+    if snr_gamma is not None:  # the draws exercise both sides of the clip
+        assert (snr > snr_gamma).any() and (snr < snr_gamma).any()
+    torch.testing.assert_close(loss.double(), expected, rtol=2e-5, atol=1e-7)
 
 
 def test_hybrid_vlb_term_trains_only_the_variance_channels():
