@@ -2,7 +2,6 @@
 
 import itertools
 import math
-import time
 
 import numpy as np
 import pytest
@@ -39,6 +38,33 @@ def _degrade(images: torch.Tensor, blur: ImageFilter.Filter, seed: int = 0, std:
 
 def _assert_one_line(excinfo: pytest.ExceptionInfo) -> None:
     assert isinstance(excinfo.value, InputError) and "\n" not in str(excinfo.value)
+
+
+def _closed_form_regions(shape: str, height: int, width: int, margin: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(surely inside, surely outside), bool [height x width]: the pixel centres at least `margin` pixels inside
+    or outside the continuous figure inscribed in the box, computed from its geometry, not from `shape_mask`.
+
+    circle: the ellipse with centre (w/2, h/2) and semi-axes w/2, h/2 (scaling by 1/min(w/2, h/2) is the most a
+    point's distance can grow, so |rho - 1| * min(w/2, h/2) is a lower bound on its distance to the ellipse,
+    rho its normalised radius; exact for a disc). square: the whole box. triangle: apex (w/2, 0), base corners
+    (0, h) and (w, h); the distance to the nearest edge line (exact inside, a lower bound outside).
+    """
+    y, x = np.mgrid[0:height, 0:width] + 0.5  # pixel centres
+    if shape == "square":
+        return np.ones((height, width), dtype=bool), np.zeros((height, width), dtype=bool)
+    if shape == "circle":
+        a, b = width / 2, height / 2
+        signed = (np.hypot((x - a) / a, (y - b) / b) - 1) * min(a, b)  # > 0 outside
+        return signed <= -margin, signed >= margin
+    corners = np.array([(width / 2, 0.0), (0.0, height), (width, height)])
+    distances = []
+    for i in range(3):
+        p, q, r = corners[i], corners[(i + 1) % 3], corners[(i + 2) % 3]
+        normal = np.array([q[1] - p[1], p[0] - q[0]]) / math.dist(p, q)
+        normal = normal if normal @ (r - p) > 0 else -normal  # pointing inwards
+        distances.append(normal[0] * (x - p[0]) + normal[1] * (y - p[1]))
+    inside = np.min(distances, axis=0)  # > 0 inside
+    return inside >= margin, inside <= -margin
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -111,10 +137,20 @@ def test_colours_shapes_and_positions_are_spread_evenly():
     assert coverage.max() < 0.7 and coverage.min() > 0.0  # the centre is covered most, not always
 
 
-def test_ten_thousand_images_take_a_few_seconds():
-    start = time.process_time()  # CPU time: other processes on the machine do not count
+def test_ten_thousand_images_are_each_one_shape_and_start_with_the_small_set():
+    """At dataset scale: every image holds exactly its caption's colour and the background, the captions
+    agree with the label tensors, and the first images are those of a small run (per-image generators)."""
     data = generate_shapes(10_000, resolution=32)
-    assert time.process_time() - start < 5.0 and len(data) == 10_000
+    assert data.images.shape == (10_000, 3, 32, 32) and len(data.captions) == 10_000
+    palette = torch.tensor([COLOURS[name] for name in NAMES], dtype=torch.uint8)
+    painted = (data.images == palette[data.colours][:, :, None, None]).all(1)  # N x H x W
+    background = (data.images == torch.tensor(BACKGROUND, dtype=torch.uint8)[:, None, None]).all(1)
+    assert torch.all(painted ^ background)  # each pixel one or the other
+    area = painted.sum(dim=(1, 2))
+    assert area.min() >= 10 * 10 // 2 - 10 and area.max() <= 22 * 22  # between the smallest triangle, largest square
+    assert data.captions == [f"{'an' if NAMES[c][0] in 'aeiou' else 'a'} {NAMES[c]} {SHAPES[s]}"
+                             for c, s in zip(data.colours.tolist(), data.shapes.tolist())]
+    assert torch.equal(generate_shapes(50, resolution=32).images, data.images[:50])
 
 
 @pytest.mark.parametrize(
@@ -139,11 +175,35 @@ def test_generate_shapes_rejects_bad_arguments(kwargs, match):
 
 @pytest.mark.parametrize("resolution, num_images, seeds", [(32, 600, (0, 1, 2)), (64, 200, (3,)), (16, 300, (4,))])
 def test_score_is_exact_on_generated_shapes(resolution, num_images, seeds):
+    """The scorer reads every generated image as its caption; the captions are first checked against the images
+    with closed-form geometry (`_closed_form_regions`), since drawing and scoring share `shape_mask`."""
     for seed in seeds:
         data = generate_shapes(num_images, resolution=resolution, seed=seed)
+        for image, c, s in zip(_nhwc(data.images), data.colours, data.shapes):
+            painted = np.all(image == COLOURS[NAMES[c]], axis=-1)
+            rows, cols = np.flatnonzero(painted.any(1)), np.flatnonzero(painted.any(0))
+            box = painted[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+            inside, outside = _closed_form_regions(SHAPES[s], *box.shape)
+            assert box[inside].all() and not box[outside].any(), (seed, SHAPES[s], box.shape)
         result = score_prompt_adherence(data.images, data.captions)
         assert (result.accuracy, result.colour_accuracy, result.shape_accuracy) == (1.0, 1.0, 1.0), seed
         assert result.predicted == [(NAMES[c], SHAPES[s]) for c, s in zip(data.colours, data.shapes)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shape_mask_is_the_closed_form_figure(shape):
+    """Every box the generator draws (square, 5..44 pixels) and the scorer's templates (aspect up to 4/3):
+    the centres well inside the figure are in the mask, those well outside are not, and the mask's area is
+    the figure's (pi/4, 1 or 1/2 of the box) up to the pixels its boundary crosses."""
+    fraction = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}[shape]
+    for height in range(5, 45):
+        for width in sorted({height, height + 1, math.floor(height * 4 / 3)}):
+            mask = shape_mask(shape, height, width)
+            inside, outside = _closed_form_regions(shape, height, width)
+            assert mask.shape == (height, width)
+            assert mask[inside].all() and not mask[outside].any(), (shape, height, width)
+            assert abs(mask.sum() - fraction * height * width) <= height + width, (shape, height, width)
+            assert (~inside & ~outside).sum() <= 2 * (height + width)  # only a band along the boundary is open
 
 
 def test_every_input_layout_gives_the_same_predictions():
