@@ -129,17 +129,29 @@ def test_default_api_is_hfapi(pipeline_dir, monkeypatch):
     assert len(created) == 1 and len(created[0].calls) == 2
 
 
-def test_token_is_never_logged_printed_or_written(pipeline_dir, caplog, capsys):
+def test_token_is_never_logged_printed_or_written(pipeline_dir, tmp_path, caplog, capsys, monkeypatch):
+    """The token reaches both Hub calls, and nothing else: not the log, stdout/stderr, the pipeline folder, nor any
+    file under the home, Hugging Face cache or working directory (all pointed into tmp_path here)."""
+    for variable, name in [("HOME", "home"), ("HF_HOME", "hf_home"), ("XDG_CACHE_HOME", "cache")]:
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(variable, str(tmp_path / name))
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     before = {p: p.read_bytes() for p in pipeline_dir.rglob("*") if p.is_file()}
+    api = FakeHfApi()
     with caplog.at_level(logging.DEBUG):
-        push_to_hub(pipeline_dir, "alice/ddpm-butterflies", token=TOKEN, api=FakeHfApi())
+        push_to_hub(pipeline_dir, "alice/ddpm-butterflies", token=TOKEN, api=api)
     captured = capsys.readouterr()
+    assert [(name, kwargs["token"]) for name, kwargs in api.calls] == [("create_repo", TOKEN), ("upload_folder", TOKEN)]
     assert caplog.records, "expected push_to_hub to log what it uploads"
     assert TOKEN not in caplog.text
     assert TOKEN not in captured.out and TOKEN not in captured.err
     after = {p: p.read_bytes() for p in pipeline_dir.rglob("*") if p.is_file()}
     assert after == before
-    assert not any(TOKEN.encode() in data for data in after.values())
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert written == []
 
 
 def test_missing_folder_is_input_error(tmp_path):
