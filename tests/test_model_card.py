@@ -155,9 +155,7 @@ def test_text_to_image_card(run_dir):
     for prompt in prompts:
         assert f"- {prompt}" in body
     assert "DDPMPipeline" not in body
-    code = re.findall(r"```python\n(.*?)```", body, flags=re.S)
-    assert len(code) == 1
-    compile(code[0], "snippet", "exec")
+    assert len(re.findall(r"```python\n(.*?)```", body, flags=re.S)) == 1  # run in the test below
 
 
 def test_local_dataset_is_described_but_not_in_metadata(run_dir, tmp_path):
@@ -231,3 +229,69 @@ def test_usage_snippets_run_against_a_tiny_saved_pipeline(tmp_path):
     exec(blocks[1], namespace)
     assert type(namespace["pipe"].scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert len(namespace["images"]) == 8
+
+
+def _tiny_stable_diffusion_folder(folder: Path) -> Path:
+    """A Stable Diffusion folder of a few thousand parameters as StableDiffusionPipeline.save_pretrained writes it:
+    16x16 images through a two-level VAE (8x8 latents), a one-layer CLIP text encoder, a 100-step scheduler."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    from ddpm_hub.data.shapes import generate_shapes
+    from ddpm_hub.text_encoder import build_clip_tokenizer, build_text_encoder
+    from ddpm_hub.text_to_image import build_conditional_unet
+    from ddpm_hub.vae import build_vae
+
+    tokenizer = build_clip_tokenizer(generate_shapes(40, 16).captions)
+    text_encoder = build_text_encoder(tokenizer, seed=0, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=32)
+    unet = build_conditional_unet({"sample_size": 8, "in_channels": 4, "out_channels": 4, "cross_attention_dim": 16,
+                                   "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+                                   "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+                                   "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "attention_head_dim": 2})
+    vae = build_vae({"sample_size": 16, "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+                     "block_out_channels": (8, 16), "down_block_types": ("DownEncoderBlock2D",) * 2,
+                     "up_block_types": ("UpDecoderBlock2D",) * 2, "layers_per_block": 1, "norm_num_groups": 4})
+    scheduler = DDPMScheduler(num_train_timesteps=100, steps_offset=1, clip_sample=False)
+    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                            safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(folder)
+    return folder
+
+
+def test_text_to_image_snippet_runs_against_a_tiny_saved_pipeline(tmp_path, monkeypatch):
+    """Execute the text-to-image card's code block, as a user would paste it, against a tiny local Stable Diffusion
+    folder with the network blocked; its image must be the one the stock pipeline draws for the same prompt, steps
+    and random state (so the snippet loads this folder and passes the validation prompt through unchanged)."""
+    import socket
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+
+    folder = _tiny_stable_diffusion_folder(tmp_path / "tiny-sd")
+    prompt = 'a "red" circle'  # quotes: the prompt literal must be escaped
+    card = ModelCard.load(render_model_card(folder, task="text-to-image", hyperparameters={}, final_loss=0.5,
+                                            sample_grid=None, validation_prompts=[prompt]))
+    blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    assert len(blocks) == 1
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the snippet tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.chdir(tmp_path)  # the snippet writes sample.png to the working directory
+    torch.manual_seed(0)
+    namespace = {}
+    exec(blocks[0], namespace)
+    assert isinstance(namespace["pipe"], StableDiffusionPipeline)
+    saved = Image.open(tmp_path / "sample.png")
+    assert saved.size == (16, 16) and saved.mode == "RGB"
+
+    reference = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    torch.manual_seed(0)
+    expected = reference(prompt, num_inference_steps=50).images[0]
+    assert namespace["image"].tobytes() == expected.tobytes()
+    torch.manual_seed(0)
+    other = reference("a blue square", num_inference_steps=50).images[0]
+    assert other.tobytes() != expected.tobytes()  # the comparison can tell prompts apart
