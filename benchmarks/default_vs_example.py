@@ -199,6 +199,8 @@ def main(args: argparse.Namespace) -> None:
         example_run = cached(work / f"example-{seed}.json",
                              lambda: train_example(example, seed, ours_run["wall_seconds"], args.example_logger))
         results[f"train/{seed}"] = {"ours": ours_run, "example": example_run}
+        if args.train_only:
+            continue
         for name, folder in (("ours", ours), ("example", example)):
             for label, kind, steps in rows:
                 key = f"{name}-{seed}-{kind}{steps}"
@@ -206,7 +208,8 @@ def main(args: argparse.Namespace) -> None:
                                                                           args.batch_size))
                 print(f"  {key}: digits {results[key]['digits_fd']:.3f}, pixels {results[key]['pixel_fd']:.3f}",
                       file=sys.stderr, flush=True)
-    print(format_table(results, args, rows))
+    if not args.train_only:
+        print(format_table(results, args, rows))
 
 
 def _mean_std(values: list[float]) -> str:
@@ -244,6 +247,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num_samples", type=int, default=256)
     p.add_argument("--batch_size", type=int, default=256, help="images sampled per batch")
     p.add_argument("--quick", action="store_true", help="score with DDPM 100 and DPM-Solver++ 25 only")
+    p.add_argument("--train_only", action="store_true",
+                   help="train both loops and stop: run this part alone on the machine (the wall times are the "
+                        "budget), then again without it to score (kept results are reused)")
     p.add_argument("--work_dir", default="default-vs-example", help="trained folders and cached results")
     p.add_argument("--example_logger", default="tensorboard", choices=("tensorboard", "none"),
                    help="the example's logger (tensorboard, as it runs by default)")
