@@ -321,6 +321,11 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         self._chain["log_posterior_variance_clipped"] = clipped
         abar64 = self.alphas_cumprod.double()
         self._chain["snr"] = abar64 / (1 - abar64)  # SNR(t) = abar_t / (1 - abar_t)
+        # the one-step forward process q(x_t|x_{t-1}): sqrt(alpha_t) and sqrt(beta_t), with the beta_t implied by the
+        # stored abar_t (1 - abar_t/abar_{t-1}: `betas` up to float32 rounding), so that composed steps give
+        # q(x_t|x_0) exactly
+        self._chain["sqrt_alpha"] = (1 - self._chain["beta"]).sqrt()
+        self._chain["sqrt_beta"] = self._chain["beta"].sqrt()
         self.posterior_log_variance_clipped = clipped.float()
         self.posterior_mean_coef1 = self._chain["coef_x0"].float()
         self.posterior_mean_coef2 = self._chain["coef_xt"].float()
@@ -657,6 +662,80 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         sqrt_abar = self._gather(table, "sqrt_abar", t, compute)
         sqrt_one_minus_abar = self._gather(table, "sqrt_one_minus_abar", t, compute)
         return (sqrt_abar * noise.to(compute.dtype) - sqrt_one_minus_abar * compute).to(sample.dtype)
+
+    # ------------------------------------------------- the forward chain, one step at a time
+    def q_step_mean_variance(self, sample: torch.Tensor, timesteps: torch.Tensor):
+        """q(x_t|x_{t-1}) = N(sqrt(1-beta_t) x_{t-1}, beta_t I) (note 000 二、1; note 002 (3); note 004 1.).
+
+        `sample` is x_{t-1}: the sample at timestep `timesteps - 1` (x_0 for timestep 0; diffusers' 0-based timesteps,
+        so timestep k is the notes' t = k+1). beta_t is 1 - abar_t/abar_{t-1} of the stored `alphas_cumprod`.
+
+        Args: sample (B, ...), timesteps (B,) or a scalar.
+        Returns (mean (B, ...), variance (B, 1, ...), log_variance (B, 1, ...)) in float32 or better.
+        """
+        t = self._check_train_timesteps(timesteps, sample.shape[0])
+        x = sample if sample.dtype == torch.float64 else sample.float()
+        mean = self._gather(self._chain, "sqrt_alpha", t, x) * x
+        return mean, self._gather(self._chain, "beta", t, x), self._gather(self._chain, "log_beta", t, x)
+
+    def add_noise_step(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """One forward step, a draw from q(x_t|x_{t-1}): x_t = sqrt(1-beta_t) x_{t-1} + sqrt(beta_t) z
+        (note 000 二、1, whose written "beta_t z" should be sqrt(beta_t) z; note 002 (3)).
+
+        Composing it for timesteps 0..k gives a draw from q(x_k|x_0), the distribution `add_noise` samples in one go.
+
+        Args: sample: x_{t-1} (B, ...), the sample at timestep `timesteps - 1`; noise: z ~ N(0, I), same shape;
+            timesteps: (B,) or a scalar, diffusers' 0-based t.
+        Returns: x_t, same shape and dtype as `sample` (computed in float32 or better, cast at the end).
+        """
+        t = self._check_train_timesteps(timesteps, sample.shape[0])
+        if noise.shape != sample.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} does not match sample shape {tuple(sample.shape)}")
+        x = sample if sample.dtype == torch.float64 else sample.float()
+        sqrt_alpha = self._gather(self._chain, "sqrt_alpha", t, x)
+        sqrt_beta = self._gather(self._chain, "sqrt_beta", t, x)
+        return (sqrt_alpha * x + sqrt_beta * noise.to(x.dtype)).to(sample.dtype)
+
+    def sample_forward_trajectory(
+        self,
+        original_samples: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """A draw of the whole chain x_{1:T} ~ q(x_{1:T}|x_0) = prod_{t=1}^T q(x_t|x_{t-1}) (note 000 二、1, the
+        Markov product of 一、2), by T calls of `add_noise_step`.
+
+        Args:
+            original_samples: x_0, shape (B, ...).
+            generator: draws z_1..z_T in order, each shaped like x_0 (as diffusers' `randn_tensor`).
+        Returns: [T+1 x B x ...] in x_0's dtype: entry k is the notes' x_k (entry 0 is x_0 itself, entry k >= 1 the
+            sample at diffusers' timestep k-1).
+        """
+        x = original_samples
+        trajectory = [x]
+        for k in range(self.config.num_train_timesteps):
+            t = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
+            x = self.add_noise_step(x, _draw_noise(x, generator), t)
+            trajectory.append(x)
+        return torch.stack(trajectory)
+
+    def q_trajectory_log_prob(self, trajectory: torch.Tensor) -> torch.Tensor:
+        """log q(x_{1:T}|x_0) = sum_{t=1}^T log N(x_t; sqrt(1-beta_t) x_{t-1}, beta_t I), the log of note 000's
+        Markov product, summed over every dimension of an image.
+
+        Args: trajectory: [T+1 x B x ...] as `sample_forward_trajectory` returns it (entry 0 is x_0).
+        Returns: (B,) log-densities in nats, float32 or float64 (for float64 input).
+        """
+        T = self.config.num_train_timesteps
+        if trajectory.ndim < 2 or trajectory.shape[0] != T + 1:
+            raise ValueError(f"trajectory must have shape [T+1 x B x ...] with T+1={T + 1}, "
+                             f"got {tuple(trajectory.shape)}")
+        x = trajectory if trajectory.dtype == torch.float64 else trajectory.float()
+        t = torch.arange(T, device=x.device)
+        previous, current = x[:-1].flatten(0, 1), x[1:].flatten(0, 1)  # [T*B x ...], timestep-major
+        step_t = t.repeat_interleave(x.shape[1])
+        mean, variance, log_variance = self.q_step_mean_variance(previous, step_t)
+        log_density = -0.5 * (math.log(2 * math.pi) + log_variance + (current - mean) ** 2 / variance)
+        return log_density.reshape(T, x.shape[1], -1).sum(dim=(0, 2))
 
     # ------------------------------------------------------- the notes' math
     def q_mean_variance(self, original_samples: torch.Tensor, timesteps: torch.Tensor):
