@@ -44,8 +44,8 @@ def test_add_noise_step_is_sqrt_beta_noise_not_beta_noise(scheduler):
     """x_t = sqrt(1-beta_t) x_{t-1} + sqrt(beta_t) z; note 000 writes beta_t z."""
     alphas = _alphas(scheduler)
     g = torch.Generator().manual_seed(0)
-    x, z = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64), torch.randn(4, 2, 3, 3, generator=g,
-                                                                                 dtype=torch.float64)
+    x = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
+    z = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
     t = torch.tensor([0, 7, 500, 999])
     a = alphas[t.numpy()].reshape(4, 1, 1, 1)
     expected = np.sqrt(a) * x.numpy() + np.sqrt(1 - a) * z.numpy()
@@ -62,8 +62,9 @@ def test_add_noise_step_keeps_the_dtype_and_computes_in_float32_for_half(schedul
 
 
 def test_trajectory_is_note_002s_expansion_of_the_drawn_noises():
-    """Note 002 (加噪过程公式简化): x_t = sqrt(abar_t) x_0 + sum_i sqrt(alpha_t ... alpha_{i+1} (1-alpha_i)) z_i,
-    exactly, with the z_i the trajectory drew (re-drawn here from the same seed, in the same order)."""
+    """Note 002 (加噪过程公式简化, line 89):
+    x_t = sqrt(abar_t) x_0 + sum_i sqrt(alpha_t ... alpha_{i+1} (1-alpha_i)) z_i, exactly, with the z_i the trajectory
+    drew (re-drawn here from the same seed, in the same order)."""
     T = 50
     scheduler = DDPMScheduler(num_train_timesteps=T, beta_start=1e-3, beta_end=0.2)
     alphas, abar = _alphas(scheduler), scheduler.alphas_cumprod.double().numpy()
@@ -109,7 +110,8 @@ def test_trajectory_log_prob_is_the_sum_of_step_log_densities_and_the_bayes_fact
     bayes = _log_normal(x[T], np.sqrt(abar[T - 1]) * x[0], 1 - abar[T - 1]).sum(axis=1)
     for t in range(2, T + 1):  # the notes' t; abar[t-1] is abar_t
         beta = 1 - alphas[t - 1]
-        mean = (np.sqrt(abar[t - 2]) * beta * x[0] + np.sqrt(alphas[t - 1]) * (1 - abar[t - 2]) * x[t]) / (1 - abar[t - 1])
+        mean = (np.sqrt(abar[t - 2]) * beta * x[0]
+                + np.sqrt(alphas[t - 1]) * (1 - abar[t - 2]) * x[t]) / (1 - abar[t - 1])
         variance = (1 - abar[t - 2]) / (1 - abar[t - 1]) * beta
         bayes = bayes + _log_normal(x[t - 1], mean, variance).sum(axis=1)
     np.testing.assert_allclose(ours, markov, rtol=1e-12)

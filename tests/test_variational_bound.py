@@ -1,6 +1,7 @@
 """The variational bound end to end, and note 003's ELBO as an inequality.
 
-1. Note 002 (DDPM 中的最大化下界) and note 004 (3.): log p_theta(x_0) >= E_q[log p_theta(x_{0:T}) - log q(x_{1:T}|x_0)].
+1. Note 002 (DDPM 中的最大化下界) and note 004 (3.):
+   log p_theta(x_0) >= E_q[log p_theta(x_{0:T}) - log q(x_{1:T}|x_0)].
    A Monte Carlo estimate of that raw Jensen bound over whole trajectories x_{1:T} ~ q(x_{1:T}|x_0) equals minus
    `ddpm_hub.likelihood.bits_per_dim`'s total, converted to nats, within the standard errors. bits_per_dim sums
    L_T + sum_t KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)) + L_0, which is the raw bound only after Bayes'
@@ -124,33 +125,46 @@ def test_monte_carlo_jensen_bound_equals_minus_bits_per_dim(clip_denoised):
 
 
 def test_note_002s_per_step_term_is_not_a_kl():
-    """E_q[log p_theta(x_{t-1}|x_t) - log q(x_t|x_{t-1})], note 002's per-step term, is positive at some t and
-    negative at others, so it is neither +KL (>= 0, as the note writes) nor -KL (<= 0). With Bayes it is
-    -KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)) + E_q[log q(x_{t-1}|x_0) - log q(x_t|x_0)]."""
+    """E_q[log p_theta(x_{t-1}|x_t) - log q(x_t|x_{t-1})], note 002's per-step term (line 620), written there as
+    +KL(q(x_t|x_{t-1}) || p_theta(x_{t-1}|x_t)). By Bayes it is -KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t))
+    + E_q[log q(x_{t-1}|x_0) - log q(x_t|x_0)], and the second part is D/2 log((1-abar_t)/(1-abar_{t-1})) > 0.
+    So it is negative for a poor model (not a +KL) and positive for the oracle model, whose every KL is 0 (not a
+    -KL either)."""
     scheduler = DDPMScheduler(**SCHEDULE, clip_sample=False)
     abar = scheduler.alphas_cumprod.double()
-    model = gaussian_data_denoiser(abar, std=0.5)
     n = 20_000
     x0 = (torch.tensor(PIXELS, dtype=torch.float64) / 127.5 - 1).reshape(1, 1, 2, 2).expand(n, 1, 2, 2)
+    dims = x0[0].numel()
     x = scheduler.sample_forward_trajectory(x0, generator=torch.Generator().manual_seed(2))
-    means, errors = {}, {}
-    for t in (2, 9):  # the notes' t: x_{t-1} = x[t-1], x_t = x[t], diffusers' timestep t-1
+
+    def oracle(x_t, t):  # z = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t) with the true x_0
+        a = abar[t].reshape(-1, 1, 1, 1)
+        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+    def note_002_term(model, t):  # the notes' t: x_{t-1} = x[t-1], x_t = x[t], diffusers' timestep t-1
         step = torch.full((n,), t - 1)
         reverse = scheduler.reverse_distribution(model(x[t], step), x[t], step)
         step_mean, step_variance, _ = scheduler.q_step_mean_variance(x[t - 1], step)
         term = (_log_normal(x[t - 1].numpy(), reverse.mean.numpy(), reverse.log_variance.exp().numpy())
                 - _log_normal(x[t].numpy(), step_mean.numpy(), step_variance.numpy()))
-        means[t], errors[t] = term.mean(), term.std() / math.sqrt(n)
-        # the Bayes form of the same expectation
+        # the same expectation in its Bayes form
         post_mean, post_variance, _ = scheduler.q_posterior_mean_variance(x0, x[t], step)
-        kl = 0.5 * (reverse.log_variance - post_variance.log() + post_variance / reverse.log_variance.exp()
-                    + (post_mean - reverse.mean) ** 2 / reverse.log_variance.exp() - 1).flatten(1).sum(1)
-        mean_prev, variance_prev, _ = scheduler.q_mean_variance(x0, step - 1)
-        mean_t, variance_t, _ = scheduler.q_mean_variance(x0, step)
-        bayes = (-kl.numpy() + _log_normal(x[t - 1].numpy(), mean_prev.numpy(), variance_prev.numpy())
-                 - _log_normal(x[t].numpy(), mean_t.numpy(), variance_t.numpy()))
-        assert abs(bayes.mean() - term.mean()) < 4 * math.hypot(errors[t], bayes.std() / math.sqrt(n))
-    assert means[2] < -10 * errors[2] and means[9] > 4 * errors[9], (means, errors)
+        variance = reverse.log_variance.exp()
+        kl = 0.5 * (reverse.log_variance - post_variance.log() + post_variance / variance
+                    + (post_mean - reverse.mean) ** 2 / variance - 1).flatten(1).sum(1)
+        entropy_growth = dims / 2 * math.log((1 - abar[t - 1]) / (1 - abar[t - 2]))
+        bayes = -kl.mean().item() + entropy_growth
+        se = term.std() / math.sqrt(n)
+        assert abs(term.mean() - bayes) < 4 * math.hypot(se, kl.std().item() / math.sqrt(n)), (t, term.mean(), bayes)
+        return term.mean(), se
+
+    poor = gaussian_data_denoiser(abar, std=0.5)
+    mean, se = note_002_term(poor, 2)
+    assert mean < -10 * se, (mean, se)
+    note_002_term(poor, 9)
+    for t in (2, 9):
+        mean, se = note_002_term(oracle, t)
+        assert mean > 10 * se, (t, mean, se)
 
 
 # ------------------------------------------------------------------------- 2. note 003's ELBO, exactly
@@ -239,7 +253,8 @@ def test_vae_loss_is_minus_2c_times_the_elbo_up_to_a_constant():
     mu, logvar = torch.tensor([0.3, -0.8], dtype=torch.float64), torch.tensor([-0.5, 0.4], dtype=torch.float64)
     vae = LinearGaussianVAE(W, b, mu, logvar)
     n = 50_000
-    out = vae_loss(vae, x.reshape(1, D, 1, 1).expand(n, D, 1, 1), beta=2 * C, generator=torch.Generator().manual_seed(0))
+    images = x.reshape(1, D, 1, 1).expand(n, D, 1, 1)
+    out = vae_loss(vae, images, beta=2 * C, generator=torch.Generator().manual_seed(0))
     expected = -2 * C * elbo(W, b, x, mu, logvar) - C * D * math.log(2 * math.pi * C)
     # the spread of ||a - B eps||^2, a = x - b - W mu, B = W diag(sigma): 4 a^T B B^T a + 2 tr((B^T B)^2)
     a, B = x - b - W @ mu, W * (0.5 * logvar).exp()
