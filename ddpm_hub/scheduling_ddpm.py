@@ -12,7 +12,8 @@ Notation (notes 001 and 002; diffusers' 0-based timesteps, so diffusers' t is th
         coef_xt             = sqrt(alpha_t) (1-abar_{t-1}) / (1-abar_t)
         tilde-beta_t        = (1-abar_{t-1}) / (1-abar_t) * beta_t
 
-Slips in the notes that this file does *not* copy (learners read both side by side):
+Slips in the notes that this file does *not* copy (learners read both side by side; every slip of the five notes,
+with its line, is in docs/notes/):
   * note 000 (二、1、扩散过程) writes X_t = sqrt(1-beta_t) X_{t-1} + beta_t z; the noise scale is sqrt(beta_t).
   * note 001 (逆向过程) writes "beta_t = (1-abar_{t-1})/(1-abar_t) * beta_t"; the left side is tilde-beta_t.
   * note 002 (逆向过程的符号表示) gives the variance of q(x_{t-1}|x_t,x_0) as
