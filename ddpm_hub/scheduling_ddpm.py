@@ -665,7 +665,8 @@ class DDPMScheduler(SchedulerMixin, ConfigMixin):
         return (sqrt_abar * noise.to(compute.dtype) - sqrt_one_minus_abar * compute).to(sample.dtype)
 
     # ------------------------------------------------- the forward chain, one step at a time
-    def q_step_mean_variance(self, sample: torch.Tensor, timesteps: torch.Tensor):
+    def q_step_mean_variance(self, sample: torch.Tensor,
+                             timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q(x_t|x_{t-1}) = N(sqrt(1-beta_t) x_{t-1}, beta_t I) (note 000 二、1; note 002 (3); note 004 1.).
 
         `sample` is x_{t-1}: the sample at timestep `timesteps - 1` (x_0 for timestep 0; diffusers' 0-based timesteps,
