@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # the README's main command (tests/test_project.py checks the README says it); the tests add only what makes it
 # small (steps, evaluation sizes, grids)
-MAIN_COMMAND = ["accelerate", "launch", "--quiet", "train_ddpm.py"]
+# `accelerate` of the Python running the tests (the venv's, also when the venv is not activated)
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+MAIN_COMMAND = [ACCELERATE, "launch", "--quiet", "train_ddpm.py"]
 SMALL_EVALUATION = ["--eval_num_samples", "8", "--eval_inference_steps", "2", "--eval_bpd_timesteps", "3",
                     "--eval_bpd_images", "2"]
 
