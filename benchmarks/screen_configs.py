@@ -4,8 +4,8 @@
         --config eps-linear:"--ddpm_beta_schedule linear --prediction_type epsilon --snr_gamma 0" --steps 2000
 
 Each --config NAME:"FLAGS" (optionally NAME:"FLAGS":STEPS to give it its own step count, e.g. the steps a batch
-size fits into the same CPU time) trains `train_ddpm.py FLAGS --max_train_steps STEPS` with evaluation, grids and
-exports only at the end, then samples --num_samples images from sampling seed 0 with each of --rows and scores them
+size fits into the same CPU time) trains `train_ddpm.py FLAGS --max_train_steps STEPS` with evaluation off and the grid (10 DDPM steps,
+it changes nothing in the weights) and export only at the end, then samples --num_samples images from sampling seed 0 with each of --rows and scores them
 in both feature spaces against the 360 held-out digits (ddpm_hub.evaluation.digits_metrics: the digits CNN;
 ddpm_hub.evaluation.pixel_pca.pixel_metrics: pixel PCA, no learned network), each next to its real-vs-real floor.
 The first config is the reference of the ratio columns. Training runs one after the other; trained folders and
@@ -42,7 +42,7 @@ def parse_config(text: str, default_steps: int) -> tuple[str, list[str], int]:
 def train(folder: Path, flags: list[str], steps: int, seed: int) -> dict:
     command = [sys.executable, str(ROOT / "train_ddpm.py"), *flags, "--max_train_steps", str(steps), "--seed",
                str(seed), "--output_dir", str(folder), "--eval_epochs", "0", "--save_images_epochs", "100000",
-               "--save_model_epochs", "100000", "--logger", "none"]
+               "--save_model_epochs", "100000", "--logger", "none", "--ddpm_num_inference_steps", "10"]
     print(f"  {shlex.join(command)}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
