@@ -297,7 +297,7 @@ def test_bad_text_to_image_input_is_one_line_and_exit_2(tmp_path, unet_config, v
 
 
 @pytest.mark.parametrize("flags,name", [(["--caption_column", "text"], "caption_column"),
-                                        (["--guidance_scale", "3"], "guidance_scale"),
+                                        (["--num_validation_images", "3"], "num_validation_images"),
                                         (["--validation_prompts", "a red circle"], "validation_prompts")])
 def test_text_to_image_flags_with_the_unconditional_task_are_an_error(tmp_path, capsys, flags, name):
     code = train_ddpm.cli(["--output_dir", str(tmp_path / "run"), *flags])

@@ -66,6 +66,24 @@ def class_adherence(images, class_ids: Sequence[int], classifier: DigitsClassifi
     return float((predicted == torch.as_tensor(list(class_ids))).double().mean())
 
 
+def guided_sample_metrics(pipeline, guidance_scale: float, num_samples: int, num_inference_steps: int, seed: int,
+                          classifier: DigitsClassifier | None = None, batch_size: int = 128) -> dict[str, float]:
+    """num_samples digits of `balanced_labels` from a ClassConditionalDDPMPipeline at guidance_scale (its own
+    sampler, num_inference_steps, one generator seeded with `seed`), quantised to 8 bits as a saved PNG holds them:
+    adherence (`class_adherence`), fd, fd_floor, fd_ratio, confidence (`digits_metrics`) and pixel_fd,
+    pixel_fd_floor, pixel_fd_ratio (`pixel_metrics`)."""
+    classifier = classifier if classifier is not None else load_digits_classifier()
+    labels = balanced_labels(num_samples, pipeline.num_classes)
+    images = generate(pipeline, num_samples, num_inference_steps=num_inference_steps, batch_size=batch_size,
+                      seed=seed, per_image={"class_labels": labels}, guidance_scale=float(guidance_scale))
+    pixels = quantize(to_nchw(images))
+    scores = digits_metrics(pixels, classifier=classifier, seed=seed)
+    pixel = pixel_metrics(pixels, seed=seed)
+    return {"adherence": class_adherence(pixels, labels, classifier),
+            **{key: scores[key] for key in ("fd", "fd_floor", "fd_ratio", "confidence")},
+            **{"pixel_" + key: pixel[key] for key in ("fd", "fd_floor", "fd_ratio")}}
+
+
 def evaluate_class_conditional(unet, scheduler, *, id2label: Mapping[int, str], guidance_scales: Sequence[float],
                                num_samples: int = 256, sampler: str = "dpm", num_inference_steps: int = 25,
                                digits: bool = True, bpd_timesteps: int | None = 50,
@@ -75,11 +93,10 @@ def evaluate_class_conditional(unet, scheduler, *, id2label: Mapping[int, str], 
     """The evaluation run during training, as flat floats for tensorboard and the model card.
 
     unet, scheduler: the model (EMA weights if any) and its DDPMScheduler; id2label: its classes.
-    digits: for a 1-channel 16x16 model of the built-in digits, at each guidance scale s, num_samples images of
-        `balanced_labels` drawn with `sampler` in num_inference_steps from `seed`, quantised to 8 bits as a saved
-        PNG holds them, scored as `guidance_{s}/adherence` (`class_adherence`), `guidance_{s}/fd`, `fd_floor`,
-        `fd_ratio`, `confidence` (`digits_metrics`) and `guidance_{s}/pixel_fd`, `pixel_fd_floor`,
-        `pixel_fd_ratio` (`pixel_metrics`); plus `sampling_seconds` for all scales.
+    digits: for a 1-channel 16x16 model of the built-in digits, at each guidance scale s, the metrics of
+        `guided_sample_metrics` (num_samples images drawn with `sampler` in num_inference_steps from `seed`) as
+        `guidance_{s}/adherence`, `guidance_{s}/fd`, ..., `guidance_{s}/pixel_fd_ratio`; plus `sampling_seconds`
+        for all scales.
     bpd_images, bpd_labels: real images [M x C x H x W] in [-1, 1] and their class ids [M] for bits/dim given the
         class, log p(x | y), with bpd_timesteps terms (None: the first bpd_num_images held-out digits and their
         labels). Returns bits_per_dim and bits_per_dim_se too.
@@ -87,19 +104,12 @@ def evaluate_class_conditional(unet, scheduler, *, id2label: Mapping[int, str], 
     metrics: dict[str, float] = {}
     if digits:
         classifier = classifier if classifier is not None else load_digits_classifier()
-        labels = balanced_labels(num_samples, len(id2label))
         pipeline = class_conditional_pipeline(unet, scheduler.config, sampler, id2label)
         started = time.perf_counter()
         for scale in guidance_scales:
-            images = generate(pipeline, num_samples, num_inference_steps=num_inference_steps, batch_size=batch_size,
-                              seed=seed, per_image={"class_labels": labels}, guidance_scale=float(scale))
-            pixels = quantize(to_nchw(images))
-            prefix = f"guidance_{scale:g}/"
-            metrics[prefix + "adherence"] = class_adherence(pixels, labels, classifier)
-            scores = digits_metrics(pixels, classifier=classifier, seed=seed)
-            metrics.update({prefix + key: scores[key] for key in ("fd", "fd_floor", "fd_ratio", "confidence")})
-            pixel = pixel_metrics(pixels, seed=seed)
-            metrics.update({prefix + "pixel_" + key: pixel[key] for key in ("fd", "fd_floor", "fd_ratio")})
+            scores = guided_sample_metrics(pipeline, scale, num_samples, num_inference_steps, seed, classifier,
+                                           batch_size)
+            metrics.update({f"guidance_{scale:g}/{key}": value for key, value in scores.items()})
         metrics["sampling_seconds"] = time.perf_counter() - started
     if bpd_images is None:
         from ..data import load_digits_split
