@@ -468,3 +468,27 @@ def test_class_conditional_flags_with_other_tasks_are_an_error(tmp_path, capsys)
     assert not {"guidance_scale", "conditioning_dropout_prob", "ddpm_num_inference_steps"} & args.foreign_flags
     assert train_ddpm.parse_args(["--task", "class-conditional", "--class_conditional"]).task == "class-conditional"
     assert train_ddpm.parse_args(["--task", "text-to-image"]).guidance_scale == 5.0
+
+
+def test_bits_per_dim_is_given_each_image_its_own_class():
+    """The evaluation's bits/dim conditions image i on label i: equal to the bound of a model function that passes
+    the labels by hand, and different from the same images given shuffled labels."""
+    from diffusers import DDPMScheduler as DiffusersDDPMScheduler
+
+    from ddpm_hub import DDPMScheduler, bits_per_dim
+    from ddpm_hub.evaluation.class_conditional import WithClassLabels
+    from ddpm_hub.evaluation.likelihood import heldout_bits_per_dim
+
+    unet = class_unet(num_classes=3, seed=1)
+    with torch.no_grad():  # a strong class embedding, so the class changes the prediction
+        unet.class_embedding.weight.mul_(50)
+    scheduler = DDPMScheduler.from_config(DiffusersDDPMScheduler(num_train_timesteps=10).config)
+    images = torch.rand(4, 1, 8, 8) * 2 - 1
+    labels = torch.tensor([0, 1, 2, 1])
+    ours = heldout_bits_per_dim((WithClassLabels(unet, labels), scheduler), num_images=4, images=images, seed=0)
+    by_hand = bits_per_dim(lambda x, t: unet(x, t, class_labels=labels), scheduler, images,
+                           generator=torch.Generator().manual_seed(0))
+    assert ours["mean"] == pytest.approx(by_hand.mean(), rel=1e-6)
+    shuffled = heldout_bits_per_dim((WithClassLabels(unet, labels.flip(0)), scheduler), num_images=4, images=images,
+                                    seed=0)
+    assert shuffled["mean"] != pytest.approx(ours["mean"], rel=1e-4)
