@@ -113,7 +113,8 @@ def format_table(results: list[dict], args: argparse.Namespace) -> str:
     first = next((r for r in guided if r["row"] == "guidance 1"), None)
     if first is not None:
         above = [r for r in guided if r is not first and r["adherence"] > first["adherence"]]
-        lines.append(f"guidance above 1 beating guidance 1 on adherence: {', '.join(r['row'] for r in above) or 'none'}")
+        beating = ", ".join(r["row"] for r in above) or "none"
+        lines.append(f"guidance above 1 beating guidance 1 on adherence: {beating}")
     return "\n".join(lines)
 
 

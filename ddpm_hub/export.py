@@ -114,9 +114,25 @@ def load_pipeline_parts(model_dir: str | os.PathLike, flag: str = "--model"):
                if not (folder / name).is_file()]
     if missing:
         raise InputError(f"{flag} {str(model_dir)!r} is not a DDPMPipeline folder: it lacks {', '.join(missing)}")
+    if _is_class_conditional(folder):
+        raise InputError(f"{flag} {str(model_dir)!r} holds a class-conditional model (ClassConditionalDDPMPipeline), "
+                         "which samples only given classes; this takes a DDPMPipeline folder (score a "
+                         "class-conditional one with benchmarks/class_conditional.py)")
     try:
         unet = UNet2DModel.from_pretrained(folder, subfolder="unet")
         scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
         raise InputError(f"{flag} {str(model_dir)!r} could not be loaded: {one_line(error, 300)}") from None
     return unet.eval(), scheduler
+
+
+def _is_class_conditional(folder: Path) -> bool:
+    """Whether the folder's U-Net needs class labels (a ClassConditionalDDPMPipeline folder)."""
+    import json
+
+    try:
+        config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # unreadable: from_pretrained reports it
+    return isinstance(config, dict) and (config.get("num_class_embeds") is not None
+                                         or config.get("class_embed_type") is not None)

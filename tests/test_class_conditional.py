@@ -492,3 +492,14 @@ def test_bits_per_dim_is_given_each_image_its_own_class():
     shuffled = heldout_bits_per_dim((WithClassLabels(unet, labels.flip(0)), scheduler), num_images=4, images=images,
                                     seed=0)
     assert shuffled["mean"] != pytest.approx(ours["mean"], rel=1e-4)
+
+
+def test_tools_for_unconditional_folders_refuse_a_class_conditional_one(tmp_path):
+    from diffusers import DDPMScheduler
+
+    from ddpm_hub.export import load_pipeline_parts, save_class_conditional_pipeline
+
+    save_class_conditional_pipeline(tmp_path, class_unet(), dict(DDPMScheduler(num_train_timesteps=10).config), NAMES)
+    with pytest.raises(InputError, match="--model .* holds a class-conditional model .*score a class-conditional "
+                                         "one with benchmarks/class_conditional.py"):
+        load_pipeline_parts(tmp_path)

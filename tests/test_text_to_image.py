@@ -281,7 +281,8 @@ def bad_data(tmp_path_factory) -> dict:
     (lambda d, v: ["--pretrained_vae_name_or_path", str(v), "--vae_num_steps", "5"],
      "--vae_num_steps has no effect here: no VAE is trained when a pretrained one is given"),
     (lambda d, v: ["--ddpm_num_inference_steps", "10"],
-     "--ddpm_num_inference_steps is a --task unconditional flag; --task text-to-image does not use it"),
+     "--ddpm_num_inference_steps is a --task unconditional or class-conditional flag; --task text-to-image does "
+     "not use it"),
     (lambda d, v: ["--loss_type", "hybrid"], "--loss_type 'hybrid' is not supported by --task text-to-image"),
     (lambda d, v: ["--conditioning_dropout_prob", "1.5"], "--conditioning_dropout_prob must be between 0 and 1"),
 ])

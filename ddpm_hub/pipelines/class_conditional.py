@@ -200,7 +200,7 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
         else:
             sample = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
         sample = sample * self.scheduler.init_noise_sigma
-        steps = num_inference_steps or self.scheduler.config.num_train_timesteps
+        steps = self.scheduler.config.num_train_timesteps if num_inference_steps is None else num_inference_steps
         self.scheduler.set_timesteps(steps, device=device)
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters \
             else {}
