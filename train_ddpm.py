@@ -3,13 +3,15 @@
     accelerate launch --quiet train_ddpm.py                 # built-in digits, CPU-sized model, ~10 minutes
     accelerate launch --quiet train_ddpm.py --train_data_dir my_images --resolution 32 --output_dir my-ddpm
     accelerate launch --quiet train_ddpm.py --task text-to-image   # built-in captioned shapes, latent text-to-image
+    accelerate launch --quiet train_ddpm.py --class_conditional    # digits by class, classifier-free guidance
 
 --quiet: a mistake ends on our one-line message, not on accelerate's launcher traceback.
 
 Flags follow diffusers' examples/unconditional_image_generation/train_unconditional.py where they overlap, and
 for --task text-to-image its examples/text_to_image/train_text_to_image.py.
 The result loads with stock diffusers: `DDPMPipeline.from_pretrained(output_dir)(batch_size=8)`, or for
-text-to-image `StableDiffusionPipeline.from_pretrained(output_dir, safety_checker=None)("a red circle")`.
+text-to-image `StableDiffusionPipeline.from_pretrained(output_dir, safety_checker=None)("a red circle")`, for
+class-conditional `DiffusionPipeline.from_pretrained(output_dir, trust_remote_code=True)(class_labels=[3, 7])`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ddpm_hub.errors import InputError
 from ddpm_hub.sampling import SAMPLERS
 from ddpm_hub.scheduling_ddpm import BETA_SCHEDULES, PREDICTION_TYPES
 from ddpm_hub.training.objectives import LOSS_TYPES
-from ddpm_hub.training.tasks import TASKS, foreign_flags
+from ddpm_hub.training.tasks import TASKS, add_task_arguments, flag_owners, foreign_flags, selected_task
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,7 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ev.add_argument("--eval_epochs", type=int, default=15,
                     help="evaluate every N epochs and after the last (0: never): for the unconditional task bits/dim, "
                          "and for the built-in digits the Frechet digits distance to held-out digits, its floor, "
-                         "confidence, coverage; for text-to-image on the built-in shapes, prompt adherence")
+                         "confidence, coverage; for text-to-image on the built-in shapes, prompt adherence; "
+                         "class-conditional: class adherence and the distances at each --eval_guidance_scales")
     ev.add_argument("--eval_num_samples", type=int, default=256, help="images (or prompts) sampled for the evaluation")
     ev.add_argument("--eval_scheduler", default="dpm", choices=SAMPLERS,
                     help="sampler for the evaluation (and text-to-image's grids; dpm: DPM-Solver++ 2M)")
@@ -115,13 +118,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--hub_model_id", default=None, help="repo id (default: output_dir's name)")
     out.add_argument("--hub_token", default=None, help="token for the upload (used, never written anywhere)")
     out.add_argument("--hub_private_repo", action="store_true", help="create the repo private")
-    for task in TASKS.values():  # each task's own flags, in a group of its own
-        task.add_arguments(p)
+    add_task_arguments(p)  # each task's own flags, in groups of their own
 
     args = p.parse_args(argv)
     unset = object()
     probe = p.parse_args(argv, namespace=argparse.Namespace(**{name: unset for name in vars(args)}))
     args.given_flags = frozenset(name for name, value in vars(probe).items() if value is not unset)
+    args.task = selected_task(args)  # --class_conditional is --task class-conditional
     for name, value in TASKS[args.task].defaults.items():
         if name not in args.given_flags:
             setattr(args, name, value)
@@ -161,9 +164,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError("--overwrite_output_dir and --resume_from_checkpoint contradict each other: replace the "
                          "earlier run, or continue it; give one")
     for name in sorted(args.foreign_flags & args.given_flags):
-        owner = next(task for task in TASKS.values() if name in task.own_flags())
-        raise InputError(f"--{name} is a --task {owner.name} flag; --task {args.task} does not use it: drop it, or "
-                         f"add --task {owner.name}")
+        owners = flag_owners(name)
+        raise InputError(f"--{name} is a --task {' or '.join(owners)} flag; --task {args.task} does not use it: drop "
+                         f"it, or add --task {owners[0]}")
     if args.logger == "wandb":
         import importlib.util
 

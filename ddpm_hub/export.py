@@ -2,9 +2,11 @@
 
 `save_pipeline` writes model_index.json, unet/ and scheduler/ naming only diffusers classes (so
 `DDPMPipeline.from_pretrained(folder)` works without ddpm_hub), and `ddpm_hub.DDPMScheduler.from_pretrained(folder,
-subfolder="scheduler")` loads the same config. Each part is written to a temporary name first and swapped in with
-renames, so an interrupted export never leaves a half-written unet/ that looks complete. `load_pipeline_parts` reads
-a DDPMPipeline folder back as (UNet2DModel, our DDPMScheduler) for the evaluation and the pictures.
+subfolder="scheduler")` loads the same config. `save_class_conditional_pipeline` writes a class-conditional folder in
+the Hub's custom-pipeline layout (its pipeline.py is the module `ddpm_hub.pipelines.class_conditional` itself). Each
+part is written to a temporary name first and swapped in with renames, so an interrupted export never leaves a
+half-written unet/ that looks complete. `load_pipeline_parts` reads a DDPMPipeline folder back as (UNet2DModel, our
+DDPMScheduler) for the evaluation and the pictures.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from .errors import InputError, one_line
 
 PIPELINE_PARTS = ("unet", "scheduler", "model_index.json")
+# model_index.json last: it marks a finished folder, so it is swapped in after the parts it names
+CLASS_CONDITIONAL_PARTS = ("unet", "scheduler", "pipeline.py", "model_index.json")
 
 
 def save_pipeline(output_dir: str | os.PathLike, unet, scheduler_config: dict) -> Path:
@@ -29,6 +33,22 @@ def save_pipeline(output_dir: str | os.PathLike, unet, scheduler_config: dict) -
 
     pipeline = DDPMPipeline(unet=unet, scheduler=DiffusersDDPMScheduler.from_config(scheduler_config))
     return save_pipeline_parts(pipeline, output_dir, PIPELINE_PARTS)
+
+
+def save_class_conditional_pipeline(output_dir: str | os.PathLike, unet, scheduler_config: dict,
+                                    id2label: dict[int, str]) -> Path:
+    """Save a class-conditional `unet` with a diffusers DDPMScheduler of `scheduler_config` and the class names as
+    a `ClassConditionalDDPMPipeline` folder: unet/, scheduler/, model_index.json (naming ["pipeline",
+    "ClassConditionalDDPMPipeline"], with id2label) and pipeline.py, the pipeline's module file itself (its
+    `save_pretrained`). Loads with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` without
+    ddpm_hub. Other files in output_dir are left alone."""
+    from diffusers import DDPMScheduler as DiffusersDDPMScheduler
+
+    from .pipelines import ClassConditionalDDPMPipeline
+
+    pipeline = ClassConditionalDDPMPipeline(unet=unet, scheduler=DiffusersDDPMScheduler.from_config(scheduler_config),
+                                            id2label=id2label)
+    return save_pipeline_parts(pipeline, output_dir, CLASS_CONDITIONAL_PARTS)
 
 
 def save_pipeline_parts(pipeline, output_dir: str | os.PathLike, parts: tuple[str, ...]) -> Path:
@@ -94,9 +114,25 @@ def load_pipeline_parts(model_dir: str | os.PathLike, flag: str = "--model"):
                if not (folder / name).is_file()]
     if missing:
         raise InputError(f"{flag} {str(model_dir)!r} is not a DDPMPipeline folder: it lacks {', '.join(missing)}")
+    if _is_class_conditional(folder):
+        raise InputError(f"{flag} {str(model_dir)!r} holds a class-conditional model (ClassConditionalDDPMPipeline), "
+                         "which samples only given classes; this takes a DDPMPipeline folder (score a "
+                         "class-conditional one with benchmarks/class_conditional.py)")
     try:
         unet = UNet2DModel.from_pretrained(folder, subfolder="unet")
         scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
         raise InputError(f"{flag} {str(model_dir)!r} could not be loaded: {one_line(error, 300)}") from None
     return unet.eval(), scheduler
+
+
+def _is_class_conditional(folder: Path) -> bool:
+    """Whether the folder's U-Net needs class labels (a ClassConditionalDDPMPipeline folder)."""
+    import json
+
+    try:
+        config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # unreadable: from_pretrained reports it
+    return isinstance(config, dict) and (config.get("num_class_embeds") is not None
+                                         or config.get("class_embed_type") is not None)

@@ -23,8 +23,8 @@ from typing import Literal
 from .atomic import atomic_write_text
 from .errors import InputError
 
-Task = Literal["unconditional-image-generation", "text-to-image"]
-TASKS: tuple[str, ...] = ("unconditional-image-generation", "text-to-image")
+Task = Literal["unconditional-image-generation", "text-to-image", "class-conditional"]
+TASKS: tuple[str, ...] = ("unconditional-image-generation", "text-to-image", "class-conditional")
 TEMPLATE_NAME = "model_card_template.md"
 DEFAULT_PROMPT = "a photo of an astronaut riding a horse"  # the usage snippet's prompt when none was validated
 
@@ -32,7 +32,14 @@ BASE_TAGS = ("ddpm_hub", "diffusers", "diffusers-training", "ddpm")
 TASK_TAGS = {
     "unconditional-image-generation": ("unconditional-image-generation",),
     "text-to-image": ("text-to-image", "stable-diffusion"),
+    "class-conditional": ("class-conditional-image-generation", "classifier-free-guidance"),
 }
+# The Hub's pipeline_tag per task. The Hub has no class-conditional task; image generation without a text or image
+# input is "unconditional-image-generation" (diffusers' DiT checkpoints are listed there too), and the tags above say
+# what conditions it.
+PIPELINE_TAGS = {"unconditional-image-generation": "unconditional-image-generation", "text-to-image": "text-to-image",
+                 "class-conditional": "unconditional-image-generation"}
+LABELS_IN_SNIPPET = 3  # class names the usage snippet asks for
 
 # Hyperparameter keys containing any of these are never written (hub_token, HF_TOKEN, api_key, ...).
 _SECRET_KEY_WORDS = ("token", "secret", "password", "api_key", "apikey", "credential")
@@ -129,7 +136,15 @@ def _describe_model(
     scheduler_text = f"`{scheduler_class}`" + (f" ({', '.join(scheduler_bits)})" if scheduler_bits else "")
 
     base_link = f"fine-tuned from [{base_model}](https://huggingface.co/{base_model})" if base_model else None
-    if task == "text-to-image":
+    if task == "class-conditional":
+        classes = unet.get("num_class_embeds")
+        embeds = f" with {classes - 1} class embeddings and a 'no class' one" if isinstance(classes, int) else ""
+        text = (
+            f"A class-conditional denoising diffusion probabilistic model (DDPM, Ho et al., 2020) sampled with "
+            f"classifier-free guidance (Ho & Salimans, 2022): a {unet_text} denoiser{embeds}, trained from scratch "
+            f"with a share of its labels dropped to 'no class', paired with a {scheduler_text}."
+        )
+    elif task == "text-to-image":
         fine_tuned = base_model or hyperparameters.get("pretrained_model_name_or_path")
         origin = base_link or ("fine-tuned" if fine_tuned else "trained from scratch")
         text = (
@@ -159,6 +174,9 @@ def render_model_card(
     metrics: dict | None = None,
     validation_prompts: list[str] | None = None,
     base_model: str | None = None,
+    labels: dict[int, str] | None = None,
+    guidance_scale: float | None = None,
+    sample_caption: str | None = None,
 ) -> Path:
     """Write `output_dir/README.md` (atomically) describing the trained pipeline in `output_dir`.
 
@@ -166,6 +184,8 @@ def render_model_card(
     `dataset_name` is a Hub dataset id (linked, and tagged in the metadata) or a local folder; data that is neither
     (the built-in digits or shapes) is described in words by `dataset_description` instead.
     `hyperparameters` go into a table, minus any key containing "token" (and other secret-looking entries).
+    `labels` (class-conditional): the class names by id, listed in a table and used by the usage snippet, which
+    samples at `guidance_scale`. `sample_caption` says how the grid was drawn (default: per task).
     Returns the README path.
     """
     from huggingface_hub import ModelCard, ModelCardData
@@ -192,7 +212,7 @@ def render_model_card(
         library_name="diffusers",
         license=license,
         tags=[*BASE_TAGS, *TASK_TAGS[task]],
-        pipeline_tag=task,
+        pipeline_tag=PIPELINE_TAGS[task],
         datasets=[hub_dataset] if hub_dataset else None,
         base_model=base_model,
     )
@@ -217,7 +237,7 @@ def render_model_card(
         description=description,
         task=task,
         sample_grid=urllib.parse.quote(Path(sample_grid).as_posix()) if sample_grid else None,
-        sample_caption=(
+        sample_caption=sample_caption or (
             f"Images generated from the prompts {', '.join(repr(p) for p in validation_prompts)}."
             if task == "text-to-image" and validation_prompts
             else "Samples drawn with the full DDPM reverse process at the end of training."
@@ -234,6 +254,11 @@ def render_model_card(
             (_cell(k), _number(v) if isinstance(v, (int, float)) else _cell(v)) for k, v in (metrics or {}).items()
         ],
         validation_prompts=[_cell(p) for p in validation_prompts],
+        labels=[(str(i), _cell(name)) for i, name in sorted((labels or {}).items())],
+        class_ids_literal=repr(sorted(labels or {})[:LABELS_IN_SNIPPET]),
+        label_names_literal="[" + ", ".join(_python_str(name) for _, name in sorted((labels or {}).items())[
+            :LABELS_IN_SNIPPET]) + "]",
+        guidance_scale=f"{guidance_scale:g}" if guidance_scale is not None else "1",
         ddpm_hub_version=__version__,
         diffusers_version=importlib.metadata.version("diffusers"),
     )

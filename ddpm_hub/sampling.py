@@ -57,6 +57,19 @@ def sampling_pipeline(unet, scheduler_config: Mapping[str, Any], kind: str = "dd
     return pipeline
 
 
+def class_conditional_pipeline(unet, scheduler_config: Mapping[str, Any], kind: str = "ddpm",
+                               id2label: Mapping[int, str] | None = None):
+    """A `ClassConditionalDDPMPipeline` over a class-conditional `unet` (shared, not copied) with sampler `kind`
+    (`sampler_scheduler`), progress bars off. The pipeline itself hands a sampler that reads only the mean the first
+    C channels of a learned-variance model, so it needs no `MeanOnly`."""
+    from .pipelines import ClassConditionalDDPMPipeline
+
+    pipeline = ClassConditionalDDPMPipeline(unet=unet, scheduler=sampler_scheduler(scheduler_config, kind),
+                                            id2label=dict(id2label) if id2label else None)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
 class MeanOnly(nn.Module):
     """A learned-variance UNet2DModel seen through its first C output channels (the epsilon/x0/v prediction):
     [N x 2C x H x W] -> [N x C x H x W]. Keeps config, dtype and device, which DDPMPipeline reads.

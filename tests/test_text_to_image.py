@@ -281,7 +281,8 @@ def bad_data(tmp_path_factory) -> dict:
     (lambda d, v: ["--pretrained_vae_name_or_path", str(v), "--vae_num_steps", "5"],
      "--vae_num_steps has no effect here: no VAE is trained when a pretrained one is given"),
     (lambda d, v: ["--ddpm_num_inference_steps", "10"],
-     "--ddpm_num_inference_steps is a --task unconditional flag; --task text-to-image does not use it"),
+     "--ddpm_num_inference_steps is a --task unconditional or class-conditional flag; --task text-to-image does "
+     "not use it"),
     (lambda d, v: ["--loss_type", "hybrid"], "--loss_type 'hybrid' is not supported by --task text-to-image"),
     (lambda d, v: ["--conditioning_dropout_prob", "1.5"], "--conditioning_dropout_prob must be between 0 and 1"),
 ])
@@ -297,7 +298,7 @@ def test_bad_text_to_image_input_is_one_line_and_exit_2(tmp_path, unet_config, v
 
 
 @pytest.mark.parametrize("flags,name", [(["--caption_column", "text"], "caption_column"),
-                                        (["--guidance_scale", "3"], "guidance_scale"),
+                                        (["--num_validation_images", "3"], "num_validation_images"),
                                         (["--validation_prompts", "a red circle"], "validation_prompts")])
 def test_text_to_image_flags_with_the_unconditional_task_are_an_error(tmp_path, capsys, flags, name):
     code = train_ddpm.cli(["--output_dir", str(tmp_path / "run"), *flags])

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError
 from .dataset import ImageDataset
 from .decoding import (CORRUPT, IMAGE_HINT, IMAGE_SUFFIXES, METADATA_FILENAMES, NOT_AN_IMAGE, UNREADABLE, Skip,
@@ -82,24 +84,12 @@ def _load_folder(
     if not root.is_dir():
         raise InputError(f"--train_data_dir {train_data_dir!r} is not a directory: give a folder of {IMAGE_HINT}")
 
-    paths, ignored = _scan(root)
+    paths, ignored = scan_folder(root)
     if not paths:
         what = "is empty" if not ignored else f"has no files besides {', '.join(sorted(ignored))}"
         raise InputError(f"--train_data_dir {train_data_dir!r} {what}: put {IMAGE_HINT} in it")
 
-    kept, skipped = [], []
-    for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            skipped.append((str(path), f"{UNREADABLE} ({type(error).__name__})"))
-            continue
-        try:
-            kept.append(prepare_image(data, resolution, center_crop))
-        except Skip as skip:
-            # a file named like an image that PIL cannot even identify is a damaged image, not a stray file
-            reason = CORRUPT if skip.reason == NOT_AN_IMAGE and path.suffix.lower() in IMAGE_SUFFIXES else skip.reason
-            skipped.append((str(path), reason))
+    kept, skipped, _ = decode_files(paths, resolution, center_crop)
     if not kept:
         raise InputError(
             f"--train_data_dir {train_data_dir!r}: none of the {len(paths)} files could be used "
@@ -114,8 +104,9 @@ def _load_folder(
     )
 
 
-def _scan(root: Path) -> tuple[list[Path], set[str]]:
-    """Every file under root, sorted; hidden files/folders and datasets' metadata files are left out."""
+def scan_folder(root: Path) -> tuple[list[Path], set[str]]:
+    """Every file under root, sorted; hidden files/folders and datasets' metadata files are left out (returned as
+    the set of what was ignored)."""
     paths, ignored = [], set()
     for directory, subdirectories, filenames in os.walk(root):
         subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]  # .git, .ipynb_checkpoints
@@ -126,6 +117,50 @@ def _scan(root: Path) -> tuple[list[Path], set[str]]:
             paths.append(Path(directory) / filename)
     return sorted(paths), ignored
 
+
+def decode_files(paths: list[Path], resolution: int, center_crop: bool
+                 ) -> tuple[list[tuple[np.ndarray, bool]], list[tuple[str, str]], list[int]]:
+    """Decode each file (`prepare_image`): (the decoded images, (path, reason) for each skipped file, the index in
+    `paths` of each decoded image)."""
+    kept, skipped, used = [], [], []
+    for index, path in enumerate(paths):
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            skipped.append((str(path), f"{UNREADABLE} ({type(error).__name__})"))
+            continue
+        try:
+            kept.append(prepare_image(data, resolution, center_crop))
+            used.append(index)
+        except Skip as skip:
+            # a file named like an image that PIL cannot even identify is a damaged image, not a stray file
+            reason = CORRUPT if skip.reason == NOT_AN_IMAGE and path.suffix.lower() in IMAGE_SUFFIXES else skip.reason
+            skipped.append((str(path), reason))
+    return kept, skipped, used
+
+
+def decode_rows(rows, column: str, resolution: int, center_crop: bool
+                ) -> tuple[list[tuple[np.ndarray, bool]], list[tuple[str, str]], list[int]]:
+    """Decode `column` of each row of a datasets Dataset (images undecoded, {"bytes", "path"}): (the decoded
+    images, ("row i", reason) for each skipped row, the row index of each decoded image)."""
+    kept, skipped, used = [], [], []
+    for row_index, row in enumerate(rows):
+        try:
+            kept.append(prepare_image(row_image(row[column]), resolution, center_crop))
+            used.append(row_index)
+        except Skip as skip:
+            skipped.append((f"row {row_index}", skip.reason))
+    return kept, skipped, used
+
+
+def undecoded_images(loaded, column: str):
+    """The dataset with an Image `column` left as undecoded {"bytes", "path"} dicts, so a corrupt row is skipped
+    by `decode_rows` rather than raising mid-iteration."""
+    import datasets
+
+    if isinstance(loaded.features[column], datasets.Image):
+        return loaded.cast_column(column, datasets.Image(decode=False))
+    return loaded
 
 
 def _load_hf_dataset(
@@ -139,24 +174,12 @@ def _load_hf_dataset(
     cache_dir: str | None,
     split: str,
 ) -> ImageDataset:
-    import datasets
-
     flag = f"--dataset_name {dataset_name!r}"
     loaded, source = open_dataset(dataset_name, dataset_config_name, cache_dir, split)
     source += f" (split {split!r}, {len(loaded)} rows)"
-
     column = find_image_column(loaded, image_column, flag)
-    if isinstance(loaded.features[column], datasets.Image):
-        # Undecoded {"bytes", "path"} dicts, so a corrupt row is skipped here rather than raising mid-iteration.
-        loaded = loaded.cast_column(column, datasets.Image(decode=False))
-
-    kept, skipped = [], []
-    for row_index, row in enumerate(loaded.select_columns([column])):
-        name = f"row {row_index}"
-        try:
-            kept.append(prepare_image(row_image(row[column]), resolution, center_crop))
-        except Skip as skip:
-            skipped.append((name, skip.reason))
+    loaded = undecoded_images(loaded, column)
+    kept, skipped, _ = decode_rows(loaded.select_columns([column]), column, resolution, center_crop)
     if not kept:
         raise InputError(
             f"{flag}: none of the {len(loaded)} rows in column {column!r} could be used "

@@ -54,6 +54,21 @@ def unet_config_for(user_config: dict[str, Any] | None, resolution: int, channel
             "out_channels": channels * (2 if learned_variance else 1)}
 
 
+def class_conditional_config(config: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """`config` with class embeddings for num_classes classes plus the "no class" id (num_class_embeds = K + 1,
+    class_embed_type None: a learned embedding of the id added to the timestep embedding). A user's config that sets
+    either to something else is an InputError naming the value, never silently rewritten."""
+    given_type = config.get("class_embed_type")
+    if given_type is not None:
+        raise InputError(f"--model_config_name_or_path sets class_embed_type {given_type!r}; class-conditional "
+                         "training uses None (an embedding table of the class ids): leave it out")
+    given = config.get("num_class_embeds")
+    if given is not None and given != num_classes + 1:
+        raise InputError(f"--model_config_name_or_path sets num_class_embeds {given}, but the data has {num_classes} "
+                         f"classes (+1 'no class' id for guidance): set it to {num_classes + 1} or leave it out")
+    return {**config, "class_embed_type": None, "num_class_embeds": num_classes + 1}
+
+
 def build_unet(config: dict[str, Any]):
     """A diffusers UNet2DModel from a config, after checking the resolution suits its down-sampling."""
     from diffusers import UNet2DModel

@@ -56,6 +56,7 @@ class Task:
     help: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}  # flag defaults that differ for this task (a given flag always wins)
     artifacts: ClassVar[tuple[str, ...]] = ()  # what it writes into output_dir besides the loop's files
+    switch: ClassVar[str | None] = None  # a store_true flag of its own that selects it like --task NAME does
 
     def __init__(self, args: argparse.Namespace):
         self.args = args

@@ -21,15 +21,16 @@ from ...model_card import render_model_card
 from ...sampling import SAMPLER_NAMES
 from ...text_to_image import DEFAULT_VALIDATION_PROMPTS
 from .base import CardInputs, Task, TrainingParts
+from .guidance import ClassifierFreeGuidance
 
 SHAPES = "shapes"
 SHAPES_DESCRIPTION = "ddpm_hub's built-in captioned shapes (\"a red circle\", ...)"
 DEFAULTS = {"resolution": 32, "output_dir": "ldm-shapes-32", "num_epochs": 40, "learning_rate": 1e-3,
             "lr_warmup_steps": 200, "eval_epochs": 20, "eval_num_samples": 180, "save_model_epochs": 20,
-            "checkpointing_steps": 1000}
+            "checkpointing_steps": 1000, "guidance_scale": 5.0}
 
 
-class TextToImageTask(Task):
+class TextToImageTask(ClassifierFreeGuidance, Task):
     name = "text-to-image"
     help = "a latent, text-conditioned StableDiffusionPipeline (VAE + CLIP text encoder + UNet2DConditionModel)"
     defaults = DEFAULTS
@@ -58,8 +59,6 @@ class TextToImageTask(Task):
                                 "built from the captions and a small CLIPTextModel trained with the U-Net)")
         group.add_argument("--tokenizer_max_length", type=int, default=16,
                            help="tokens per caption of the built tokenizer, start and end included (longer: cut)")
-        group.add_argument("--conditioning_dropout_prob", type=float, default=0.1,
-                           help="share of captions replaced by '' (classifier-free guidance)")
         group.add_argument("--text_encoder_learning_rate", type=float, default=None,
                            help="peak learning rate of the trained text encoder (None: --learning_rate)")
         group.add_argument("--vae_num_steps", type=int, default=800, help="VAE stage: optimizer steps")
@@ -73,8 +72,6 @@ class TextToImageTask(Task):
         group.add_argument("--num_validation_images", type=int, default=4, help="images per validation prompt")
         group.add_argument("--validation_epochs", type=int, default=10,
                            help="validation grid every N epochs and after the last")
-        group.add_argument("--guidance_scale", type=float, default=5.0,
-                           help="classifier-free guidance scale of the validation grids and the evaluation")
 
     def check_args(self) -> None:
         """Flag values, and flags that contradict each other or a pretrained part; one InputError each."""
@@ -99,11 +96,6 @@ class TextToImageTask(Task):
             for name in names:
                 if applies and name in given:
                     raise InputError(f"--{name} has no effect here: {why}; drop the flag")
-        if not 0.0 <= args.conditioning_dropout_prob <= 1.0:
-            raise InputError(f"--conditioning_dropout_prob must be between 0 and 1, got "
-                             f"{args.conditioning_dropout_prob}")
-        if not args.guidance_scale >= 1.0:
-            raise InputError(f"--guidance_scale must be >= 1 (1: no guidance), got {args.guidance_scale}")
         for name in ("vae_num_steps", "vae_batch_size", "num_validation_images", "validation_epochs"):
             if getattr(args, name) < 1:
                 raise InputError(f"--{name} must be a positive integer, got {getattr(args, name)}")
@@ -120,6 +112,7 @@ class TextToImageTask(Task):
             raise InputError(f"--vae_beta must be >= 0, got {args.vae_beta}")
         if args.validation_prompts is not None and not all(p.strip() for p in args.validation_prompts):
             raise InputError("--validation_prompts holds an empty prompt: give words, e.g. 'a red circle'")
+        super().check_args()  # the guidance flags
 
     @property
     def grid_epochs(self) -> int:
