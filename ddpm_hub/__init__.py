@@ -6,4 +6,15 @@ from .hub import push_to_hub  # noqa: E402
 from .likelihood import bits_per_dim  # noqa: E402
 from .scheduling_ddpm import DDPMScheduler, DDPMSchedulerOutput  # noqa: E402
 
-__all__ = ["DDPMScheduler", "DDPMSchedulerOutput", "bits_per_dim", "push_to_hub"]
+__all__ = ["DDPMImg2ImgPipeline", "DDPMInpaintPipeline", "DDPMScheduler", "DDPMSchedulerOutput", "bits_per_dim",
+           "push_to_hub"]
+
+
+def __getattr__(name: str):
+    """The pipelines load on first use: importing diffusers' DiffusionPipeline costs seconds that `import ddpm_hub`
+    (the scheduler, the CLIs' --help) should not pay."""
+    if name in ("DDPMImg2ImgPipeline", "DDPMInpaintPipeline"):
+        from . import pipelines
+
+        return getattr(pipelines, name)
+    raise AttributeError(f"module 'ddpm_hub' has no attribute {name!r}")
