@@ -1,6 +1,7 @@
 """ddpm_hub.DDPMInpaintPipeline: RePaint on our scheduler, against diffusers' deprecated RePaintPipeline, the
 forward process's closed form, and an analytic model whose exact denoiser is known."""
 
+import itertools
 import warnings
 
 import numpy as np
@@ -46,7 +47,7 @@ def test_the_resampling_schedule_is_diffusers(steps, jump_length, jump_n_sample)
     entries = (theirs.timesteps // (1000 // steps)).tolist()
     path = repaint_levels(steps, jump_length, jump_n_sample)
     assert path == [steps - 1] + [e - 1 for e in entries]
-    assert path[-1] == -1 and all(abs(b - a) == 1 for a, b in zip(path, path[1:]))
+    assert path[-1] == -1 and all(abs(b - a) == 1 for a, b in itertools.pairwise(path))
     assert network_evaluations(steps, jump_length, jump_n_sample) == sum(
         1 for previous, e in zip([steps] + entries, entries) if e < previous)
 
@@ -90,7 +91,7 @@ def _noise_tapes(pipe: DDPMInpaintPipeline, steps: int, jump_length: int, jump_n
     pipe.scheduler.set_timesteps(steps)
     timesteps = pipe.scheduler.timesteps.tolist()
     ours = [draws[0]]
-    for k, (a, b) in enumerate(zip(path, path[1:]), start=1):
+    for k, (a, b) in enumerate(itertools.pairwise(path), start=1):
         if b > a:
             ours.append(draws[k])  # forward step
         elif timesteps[steps - 1 - a] != timesteps[-1]:
@@ -129,7 +130,8 @@ def test_epsilon_model_agrees_with_diffusers_repaint_given_the_same_noise(steps,
     theirs.set_progress_bar_config(disable=True)
     image, mask = digits_and_mask()
     our_tape, their_tape = _noise_tapes(ours, steps, jump_length, jump_n_sample, image.shape)
-    args = dict(num_inference_steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample, output_type="np")
+    args = {"num_inference_steps": steps, "jump_length": jump_length, "jump_n_sample": jump_n_sample,
+            "output_type": "np"}
     a = _run_on_tape(ours, our_tape, monkeypatch, image, mask, **args)
     b = _run_on_tape(theirs, their_tape, monkeypatch, image, mask.float(), eta=1.0, **args)
     torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
@@ -149,9 +151,10 @@ def test_clipping_is_where_diffusers_repaint_and_ours_part(monkeypatch):
         theirs = RePaintPipeline(unet=ours.unet, scheduler=RePaintScheduler(**config))
         theirs.set_progress_bar_config(disable=True)
         our_tape, their_tape = _noise_tapes(ours, 10, 3, 1, image.shape)
-        args = dict(num_inference_steps=10, jump_length=3, jump_n_sample=1, output_type="np")
-        results[clip] = (_run_on_tape(ours, our_tape, monkeypatch, image, mask, **args) -
-                         _run_on_tape(theirs, their_tape, monkeypatch, image, mask.float(), eta=1.0, **args)).abs().max()
+        args = {"num_inference_steps": 10, "jump_length": 3, "jump_n_sample": 1, "output_type": "np"}
+        a = _run_on_tape(ours, our_tape, monkeypatch, image, mask, **args)
+        b = _run_on_tape(theirs, their_tape, monkeypatch, image, mask.float(), eta=1.0, **args)
+        results[clip] = (a - b).abs().max()
     assert results[False] < 2e-6 and results[True] > 0.1
 
 
@@ -195,7 +198,7 @@ def test_a_repaint_step_takes_per_sample_timesteps():
     x, image, mask = torch.randn(2, 1, 8, 8), *digits_and_mask()
     with torch.no_grad():
         output = torch.cat([pipe.unet(x[i:i + 1], t[i]).sample for i in range(2)])
-    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]
     batched = repaint_step(pipe.scheduler, output, t, x, image, mask, gens())
     alone = torch.cat([repaint_step(pipe.scheduler, output[i:i + 1], int(t[i]), x[i:i + 1], image[i:i + 1],
                                     mask[i:i + 1], gens()[i]) for i in range(2)])
@@ -248,7 +251,7 @@ def test_inpainting_with_the_exact_denoiser_recovers_the_data(prediction_type, v
     image[:, :, 2:] = -0.8  # the pixels to fill in hold the wrong answer: it must not leak through
     mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
     mask[:, :, :2] = True
-    args = dict(num_inference_steps=50, jump_length=5, jump_n_sample=2, output_type="pt")
+    args = {"num_inference_steps": 50, "jump_length": 5, "jump_n_sample": 2, "output_type": "pt"}
     out = pipe(image, mask, generator=torch.Generator().manual_seed(0), **args).images * 2 - 1
     torch.testing.assert_close(out[:, :, 2:], torch.full_like(out[:, :, 2:], 0.8), rtol=0, atol=0.05)
     free = pipe(image, torch.zeros(1, 1, 4, 4), generator=torch.Generator().manual_seed(0), **args).images * 2 - 1

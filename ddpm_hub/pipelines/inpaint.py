@@ -30,6 +30,7 @@ standard deviation is its square root), and its q(x^known) has abar_t where x_{t
 
 from __future__ import annotations
 
+import itertools
 import numbers
 
 import torch
@@ -69,7 +70,7 @@ def repaint_levels(num_steps: int, jump_length: int, jump_n_sample: int) -> list
 def network_evaluations(num_steps: int, jump_length: int, jump_n_sample: int) -> int:
     """How many times RePaint runs the network per image: the steps down in `repaint_levels`."""
     path = repaint_levels(num_steps, jump_length, jump_n_sample)
-    return sum(b < a for a, b in zip(path, path[1:]))
+    return sum(b < a for a, b in itertools.pairwise(path))
 
 
 def _as_timesteps(timesteps: int | torch.Tensor, batch: int) -> torch.Tensor:
@@ -209,11 +210,11 @@ class DDPMInpaintPipeline(DiffusionPipeline):
 
         self.scheduler.set_timesteps(n, device=device)
         timesteps = self.scheduler.timesteps.tolist()
-        timestep_at = lambda level: timesteps[n - 1 - level] if level >= 0 else -1  # noqa: E731
+        timestep_at = lambda level: timesteps[n - 1 - level] if level >= 0 else -1
         path = repaint_levels(n, jump_length, jump_n_sample)
 
         x = randn_tensor(original.shape, generator=generator, device=device, dtype=dtype)  # x_T ~ N(0, I)
-        for a, b in self.progress_bar(list(zip(path, path[1:]))):
+        for a, b in self.progress_bar(list(itertools.pairwise(path))):
             s, t = timestep_at(a), timestep_at(b)
             if b < a:  # down: x_s -> x_t, t the next scheduled timestep (-1: x_0)
                 x = repaint_step(self.scheduler, self.predict(x, s), s, x, original, mask, generator)
