@@ -21,7 +21,7 @@ output as epsilon (wrong for v-prediction and sample models), ignores learned va
 betas of the wrong timesteps when a step skips timesteps (its `undo_step` takes beta[t_last .. t_last+k-1] for the
 k = T / num_inference_steps forward steps from x_{t_last-k} to x_{t_last}; right only for k = 1). Here the unknown
 region takes our scheduler's `step`, so it is p_theta for the model's own prediction_type and variance_type, and the
-jumps take q(x_t|x_s) between the scheduled timesteps themselves.
+jumps take the scheduler's forward steps `add_noise_step` over exactly the timesteps between two scheduled ones.
 
 Two equations of the paper's Algorithm 1 are not copied: line 5 scales the noise by the variance 1 - abar_t (the
 standard deviation is its square root), and its q(x^known) has abar_t where x_{t-1}'s marginal has abar_{t-1}
@@ -79,20 +79,18 @@ def _as_timesteps(timesteps: int | torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def forward_jump(scheduler: DDPMScheduler, sample: torch.Tensor, from_timesteps: int | torch.Tensor,
-                 to_timesteps: int | torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None,
-                 noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Draw x_t ~ q(x_t|x_s) = N(sqrt(abar_t/abar_s) x_s, (1 - abar_t/abar_s) I) forward from timestep s to t > s
-    (s = -1: from x_0, abar = 1).
-
-    Between consecutive timesteps abar_t/abar_{t-1} = alpha_t: the forward step q(x_t|x_{t-1}) = N(sqrt(1-beta_t)
-    x_{t-1}, beta_t I) of note 000 (二、1、扩散过程) and note 001 (前向过程), RePaint's Algorithm 1 line 10. Across
-    skipped timesteps it is the product of those steps, whose means and variances compose to this Gaussian as in note
-    001 特性2 (there from x_0). Computed in float64 and rounded once to the sample's dtype.
+                 to_timesteps: int | torch.Tensor,
+                 generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+    """Draw x_t ~ q(x_t|x_s) forward from timestep s to t > s (s = -1: from x_0) by the forward steps s+1, ..., t,
+    each the scheduler's `add_noise_step`: x_k = sqrt(1-beta_k) x_{k-1} + sqrt(beta_k) z_k, q(x_k|x_{k-1}) of note 000
+    (二、1、扩散过程) and note 002 (3), RePaint's Algorithm 1 line 10. Together they draw from
+    N(sqrt(abar_t/abar_s) x_s, (1 - abar_t/abar_s) I) (note 001 特性2, there from x_0).
 
     Args:
         sample: x_s, [N x C x H x W].
-        from_timesteps, to_timesteps: s and t, ints or (N,) tensors (per-sample timesteps), s < t < T.
-        generator / noise: where z ~ N(0, I) comes from (noise: a given z, [N x C x H x W]).
+        from_timesteps, to_timesteps: s and t, ints or (N,) tensors (per-sample timesteps), -1 <= s < t < T.
+        generator: draws z_k, one [N x C x H x W] draw per timestep k from min(s)+1 to max(t); a sample takes the
+            steps in its own (s, t] and keeps its value through the others.
     Returns: x_t, [N x C x H x W], the sample's dtype.
     """
     batch = sample.shape[0]
@@ -100,15 +98,13 @@ def forward_jump(scheduler: DDPMScheduler, sample: torch.Tensor, from_timesteps:
     T = scheduler.config.num_train_timesteps
     if bool((s >= t).any()) or int(s.min()) < -1 or int(t.max()) >= T:
         raise ValueError(f"forward_jump goes from s to t with -1 <= s < t < {T}, got s={s.tolist()}, t={t.tolist()}")
-    abar = scheduler.alphas_cumprod.to(torch.float64)
-    abar_s = torch.where(s >= 0, abar[s.clamp(min=0)], torch.ones_like(abar[s.clamp(min=0)]))
-    ratio = abar[t] / abar_s  # abar_t / abar_s = prod_{s < i <= t} alpha_i
-    shape = (-1, *([1] * (sample.ndim - 1)))
-    mean_coef = ratio.sqrt().to(sample.device, sample.dtype).reshape(shape)
-    std = (1 - ratio).sqrt().to(sample.device, sample.dtype).reshape(shape)
-    if noise is None:
-        noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-    return mean_coef * sample + std * noise
+    s, t = s.to(sample.device), t.to(sample.device)
+    x = sample
+    for k in range(int(s.min()) + 1, int(t.max()) + 1):
+        z = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+        stepped = scheduler.add_noise_step(x, z, torch.full_like(t, k))
+        x = torch.where(((s < k) & (k <= t)).reshape(-1, *([1] * (sample.ndim - 1))), stepped, x)
+    return x
 
 
 def known_region(scheduler: DDPMScheduler, image: torch.Tensor, timesteps: int | torch.Tensor,
