@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
 from ..errors import InputError
 from ..scheduling_ddpm import DDPMScheduler
 
 
-def as_ddpm_scheduler(scheduler, pipeline: str) -> DDPMScheduler:
+def as_ddpm_scheduler(scheduler: SchedulerMixin, pipeline: str) -> DDPMScheduler:
     """Our DDPMScheduler with `scheduler`'s config (diffusers' DDPMScheduler gives bit-equal steps); any other
     scheduler is an InputError: RePaint and SDEdit need the DDPM forward process and posterior of the model's own
     config, which the folder's scheduler/ holds."""

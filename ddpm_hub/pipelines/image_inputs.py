@@ -82,7 +82,7 @@ def prepare_mask(mask: ImageInput, image: torch.Tensor, name: str = "mask_image"
     return m
 
 
-def to_output(images: torch.Tensor, output_type: str):
+def to_output(images: torch.Tensor, output_type: str) -> torch.Tensor | np.ndarray | list[PIL.Image.Image]:
     """float [N x C x H x W] in [-1, 1] -> DDPMPipeline's outputs: x / 2 + 0.5 clamped to [0, 1], as a
     [N x C x H x W] tensor ("pt"), a [N x H x W x C] numpy array ("np") or a list of PIL images ("pil")."""
     from diffusers.utils import numpy_to_pil
