@@ -113,7 +113,7 @@ def generate(pipeline, num_images: int, *, num_inference_steps: int, batch_size:
     The pipeline's models are put in eval mode for the call and restored after; with progress, each chunk shows
     its own bar.
     """
-    _check_dpm_solver_steps(pipeline.scheduler, num_inference_steps)
+    check_sampler_steps(pipeline.scheduler, num_inference_steps)
     per_image = dict(per_image or {})
     for name, values in per_image.items():
         if len(values) != num_images:
@@ -137,7 +137,8 @@ def generate(pipeline, num_images: int, *, num_inference_steps: int, batch_size:
     return torch.cat(chunks)
 
 
-def _check_dpm_solver_steps(scheduler, num_inference_steps: int) -> None:
+def check_sampler_steps(scheduler, num_inference_steps: int) -> None:
+    """InputError where a sampler cannot take num_inference_steps (DPM-Solver++ with 'leading' spacing and all T steps)."""
     config = scheduler.config
     if (type(scheduler).__name__ == "DPMSolverMultistepScheduler" and config.timestep_spacing == "leading"
             and num_inference_steps >= config.num_train_timesteps):
