@@ -30,6 +30,12 @@ def open_dataset(dataset_name: str, config_name: str | None, cache_dir: str | No
     return _fetch(datasets, dataset_name, config_name, cache_dir, split), f"dataset {dataset_name!r}"
 
 
+def dataset_location(dataset_name: str) -> str:
+    """What names a dataset for a decoded store's key: a local folder's absolute path (the same folder however it
+    is spelled), else the Hub id."""
+    return os.path.abspath(dataset_name) if os.path.isdir(dataset_name) else dataset_name
+
+
 def _is_saved_to_disk(directory: str) -> bool:
     """Whether `directory` was written by Dataset.save_to_disk or DatasetDict.save_to_disk."""
     return any(os.path.isfile(os.path.join(directory, marker)) for marker in ("state.json", "dataset_dict.json"))
