@@ -101,9 +101,6 @@ class ImageDataset(torch.utils.data.Dataset):
         if seed is not None:
             self.seed = int(seed)
 
-    def _generator(self, index: int) -> torch.Generator:
-        # distinct, reproducible stream per (seed, epoch, index)
-        return torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -118,18 +115,11 @@ class ImageDataset(torch.utils.data.Dataset):
         return from_uint8(torch.stack([self._augmented(i) for i in indices]))
 
     def _augmented(self, index: int) -> torch.Tensor:
-        image = self.images[index]  # [C x H x W] uint8, min(H, W) == resolution
-        R = self.resolution
-        _, H, W = image.shape
-        generator = self._generator(index) if (H, W) != (R, R) or self.random_flip else None
-        if (H, W) != (R, R):
-            # torchvision.transforms.RandomCrop.get_params
-            top = int(torch.randint(0, H - R + 1, size=(1,), generator=generator).item())
-            left = int(torch.randint(0, W - R + 1, size=(1,), generator=generator).item())
-            image = image[:, top : top + R, left : left + R]
-        if self.random_flip and torch.rand(1, generator=generator).item() < 0.5:
-            image = image.flip(-1)
-        return image
+        return crop_and_flip(self.images[index], self.resolution, self.random_flip, self.seed, self.epoch, index)
+
+    def first(self, count: int) -> torch.Tensor:
+        """The first `count` images (all if fewer) as this epoch's batch, float32 [count x C x R x R] in [-1, 1]."""
+        return self.__getitems__(list(range(min(count, len(self)))))
 
     def summary(self) -> str:
         """One line: `contents()`, then the decoded store the images are memory-mapped from, if any."""
@@ -145,6 +135,34 @@ class ImageDataset(torch.utils.data.Dataset):
             line += f"; skipped {len(self.skipped)} {self.unit}: {count_reasons(self.skipped)}"
         return line
 
+
+
+def crop_and_flip(image: torch.Tensor, resolution: int, random_flip: bool, seed: int, epoch: int,
+                  index: int) -> torch.Tensor:
+    """uint8 [C x H x W] (min(H, W) == resolution) -> a random resolution x resolution crop, flipped horizontally
+    with probability 1/2 if random_flip, uint8 [C x R x R]; a view when nothing is flipped.
+
+    The draws come from a generator seeded by (seed, epoch, index), in torchvision's order (RandomCrop.get_params:
+    top, then left; RandomHorizontalFlip: rand < 0.5); a square image draws no crop.
+    """
+    R = resolution
+    _, H, W = image.shape
+    if (H, W) == (R, R) and not random_flip:
+        return image
+    generator = augmentation_generator(seed, epoch, index)
+    if (H, W) != (R, R):
+        top = int(torch.randint(0, H - R + 1, size=(1,), generator=generator).item())
+        left = int(torch.randint(0, W - R + 1, size=(1,), generator=generator).item())
+        image = image[:, top : top + R, left : left + R]
+    if random_flip and torch.rand(1, generator=generator).item() < 0.5:
+        image = image.flip(-1)
+    return image
+
+
+def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator image `index` of `epoch` draws its crop and flip from: a distinct, reproducible stream per
+    (seed, epoch, index), independent of the global RNG and of what was fetched before."""
+    return torch.Generator().manual_seed(hash((int(seed), int(epoch), int(index))) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def _check_images(images: torch.Tensor | PackedImages | Sequence[torch.Tensor], resolution: int) -> int:

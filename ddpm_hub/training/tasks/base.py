@@ -56,6 +56,8 @@ class Task:
     help: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}  # flag defaults that differ for this task (a given flag always wins)
     artifacts: ClassVar[tuple[str, ...]] = ()  # what it writes into output_dir besides the loop's files
+    # None if it trains from --streaming data (setup's train_data is then a torch IterableDataset), else why not
+    no_streaming: ClassVar[str | None] = "this task needs the whole dataset on disk"
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
