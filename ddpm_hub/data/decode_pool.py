@@ -78,14 +78,13 @@ def _run(work, chunks: list, total: int, settings: DecodeSettings, source: Any, 
         else:
             pool = _context().Pool(workers, initializer=_init, initargs=(settings, source))
             results = pool.imap(work, chunks)
-        for outcomes in results:
-            for outcome in outcomes:
-                if isinstance(outcome, str):
-                    skipped.append(("", outcome))
-                yield outcome
-            bar.update(len(outcomes))
-            if skipped and any(isinstance(o, str) for o in outcomes):
+        for outcomes in results:  # a chunk counts when it arrives (a consumer may stop pulling after its last item)
+            reasons = [("", outcome) for outcome in outcomes if isinstance(outcome, str)]
+            if reasons:
+                skipped += reasons
                 bar.set_postfix_str(f"skipped {len(skipped)}: {count_reasons(skipped)}", refresh=False)
+            bar.update(len(outcomes))
+            yield from outcomes
     finally:
         bar.close()
         if pool is not None:
