@@ -422,10 +422,10 @@ def _stored_rows(rows: Any, source: str, flag: str, columns: list[str], caption_
     stored = load_or_decode(stores, plan.key, names,
                             lambda todo: plan.decode(todo, DecodeSettings(resolution, center_crop, num_channels or 3)),
                             resolution=resolution, num_channels=num_channels, on_empty=none_usable,
-                            pre_skips=pre_skips, captions=captions, num_images=num_images)
+                            pre_skips=pre_skips, captions=captions, num_images=num_images,
+                            check_captions=lambda kept: _check_some_caption(kept, caption_column, flag, unit, columns))
     if num_images is not None and len(stored.captions) == num_images:
         source += f", first {num_images} usable"
-    _check_some_caption(stored.captions, caption_column, flag, unit, columns)
     return CaptionedImageDataset(stored.images, stored.captions, resolution=resolution, source=source,
                                  random_flip=random_flip, skipped=[(plan.shown(n), r) for n, r in stored.skipped],
                                  unit=unit, caption_source=f"column {caption_column!r}", store=stored.folder)

@@ -68,25 +68,27 @@ def _run(work, chunks: list, total: int, settings: DecodeSettings, source: Any, 
     from tqdm.auto import tqdm
 
     workers = max(1, min(workers, len(chunks)))
-    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5)
     skipped: list[tuple[str, str]] = []
-    pool = None
+    pool = bar = None
     try:
         if workers == 1:  # no pool for one worker: nothing to start, nothing to pickle
             _init(settings, source)
             results = map(work, chunks)
-        else:
+        else:  # started before the bar, whose monitor thread a fork need not copy
             pool = _context().Pool(workers, initializer=_init, initargs=(settings, source))
             results = pool.imap(work, chunks)
+        # leave=False: the bar clears itself; the store logs what was decoded and the dataset's summary the skips
+        bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5, leave=False)
         for outcomes in results:  # a chunk counts when it arrives (a consumer may stop pulling after its last item)
             reasons = [("", outcome) for outcome in outcomes if isinstance(outcome, str)]
             if reasons:
                 skipped += reasons
-                bar.set_postfix_str(f"skipped {len(skipped)}: {count_reasons(skipped)}", refresh=False)
+                bar.set_postfix_str(f"skipped {len(skipped)}: {count_reasons(skipped)}")
             bar.update(len(outcomes))
             yield from outcomes
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if pool is not None:
             pool.terminate()
             pool.join()

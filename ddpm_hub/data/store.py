@@ -261,14 +261,15 @@ def load_or_build(cache_dir: str | os.PathLike, key: StoreKey, build: Callable[[
 def load_or_decode(cache_dir: str | os.PathLike, key: StoreKey, names: Sequence[str],
                    decode: Callable[[list[int]], Iterator[Outcome]], *, resolution: int, num_channels: int | None,
                    on_empty: Callable[[list[tuple[str, str]]], Exception], pre_skips: Sequence[str | None] | None = None,
-                   captions: Sequence[Any] | None = None, num_images: int | None = None) -> StoredImages:
+                   captions: Sequence[Any] | None = None, num_images: int | None = None,
+                   check_captions: Callable[[list[Any]], None] | None = None) -> StoredImages:
     """`load_or_build` for a source of named entries (files or rows), decoded in order by `decode(positions)`
     (`decode_pool.decode_files` / `decode_rows` of those entries).
 
     pre_skips: per entry, a reason known without decoding (not listed in the metadata, a caption that is not text),
     which wins over the decode and spares it. captions: per entry, kept with each image. num_images: stop after this
     many usable images (the skips recorded are those met before). on_empty(skipped): the error to raise when no entry
-    is usable (nothing is stored then).
+    is usable; check_captions(the kept images' captions) may raise too: nothing is stored then.
     """
 
     def build(writer: StoreWriter) -> None:
@@ -287,6 +288,8 @@ def load_or_decode(cache_dir: str | os.PathLike, key: StoreKey, names: Sequence[
                     break
         if writer.count == 0:
             raise on_empty(writer.skipped)
+        if check_captions is not None:
+            check_captions(writer.captions)
 
     return load_or_build(cache_dir, key, build, num_channels=num_channels, resolution=resolution,
                          captioned=captions is not None)
