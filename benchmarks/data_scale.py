@@ -427,7 +427,10 @@ def open_memmap(folder: Path, cache_dir: Path, workers: int):
 def child_store(kind: str, action: str, folder: Path, cache_dir: Path, workers: int, read_batches: int) -> None:
     """build: time a build from an empty cache; open: time opening the built store and reading random batches;
     touch: read every image once, then a marker (PSS is sampled by the parent)."""
+    import datasets  # noqa: F401  (imports are not part of opening a store)
     import torch
+
+    import ddpm_hub.data.images  # noqa: F401
 
     started = time.time()
     opened = open_arrow(folder, cache_dir, workers) if kind == "arrow" else open_memmap(folder, cache_dir, workers)
@@ -645,8 +648,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=40, help="training steps per run (images/s over steps 5..steps)")
     p.add_argument("--example_workers", type=int, default=2, help="the example's DataLoader workers per process")
     p.add_argument("--read_batches", type=int, default=150, help="stores: random batches of 64 read per candidate")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="a child's own arguments")
-    return p.parse_args(argv)
+    p.add_argument("rest", nargs="*", help="a child's own arguments")
+    return p.parse_intermixed_args(argv)
 
 
 def main() -> None:
