@@ -50,6 +50,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="1 or 3; default follows the data (1 for grayscale, 3 for colour)")
     data.add_argument("--center_crop", action="store_true", help="center-crop instead of random-crop")
     data.add_argument("--random_flip", action="store_true", help="random horizontal flips")
+    data.add_argument("--data_cache_dir", default=None,
+                      help="where a folder's or dataset's images are decoded once (on every core) into a store that "
+                           "every process of this and later runs memory-maps; rebuilt when a file or a setting "
+                           "changes (default: ddpm_hub-decoded in datasets' cache, $HF_DATASETS_CACHE or "
+                           "$HF_HOME/datasets)")
+    data.add_argument("--no_data_cache", action="store_true",
+                      help="decode the images into each process's own memory at every run instead (one thread, "
+                           "the same pixels)")
+    data.add_argument("--streaming", action="store_true",
+                      help="read --dataset_name as a stream, decoded as it arrives, for a dataset too large for the "
+                           "disk; needs --max_train_steps; a resumed run is not exact")
 
     model = p.add_argument_group("model and diffusion")
     model.add_argument("--model_config_name_or_path", default=None,
@@ -160,6 +171,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"--{name} {getattr(args, name)!r} is not supported; choose one of {', '.join(allowed)}")
     if args.learning_rate <= 0:
         raise InputError(f"--learning_rate must be positive, got {args.learning_rate}")
+    check_data_args(args)
     if args.overwrite_output_dir and args.resume_from_checkpoint:
         raise InputError("--overwrite_output_dir and --resume_from_checkpoint contradict each other: replace the "
                          "earlier run, or continue it; give one")
@@ -172,6 +184,34 @@ def check_args(args: argparse.Namespace) -> None:
 
         if importlib.util.find_spec("wandb") is None:
             raise InputError("--logger wandb needs the wandb package (pip install wandb); or use --logger tensorboard")
+
+
+def check_data_args(args: argparse.Namespace) -> None:
+    """--data_cache_dir, --no_data_cache and --streaming against each other and the flags a stream cannot honour."""
+    if args.no_data_cache and args.data_cache_dir is not None:
+        raise InputError(f"--no_data_cache and --data_cache_dir {args.data_cache_dir!r} contradict each other: keep "
+                         "the decoded images in memory, or store them in that folder; give one")
+    if not args.streaming:
+        return
+    why_not = TASKS[args.task].no_streaming
+    if why_not:
+        raise InputError(f"--streaming is not supported by --task {args.task}: {why_not}")
+    for name in ("train_data_dir", "data_cache_dir"):
+        if getattr(args, name) is not None:
+            raise InputError(f"--streaming and --{name} contradict each other: --streaming reads a --dataset_name as "
+                             f"a stream and stores nothing; drop one")
+    if args.no_data_cache:
+        raise InputError("--streaming and --no_data_cache contradict each other: a stream is decoded as it arrives, "
+                         "--no_data_cache decodes the whole dataset into memory first; drop one")
+    if args.dataset_name is None or args.dataset_name in ("digits", "shapes"):
+        raise InputError("--streaming needs --dataset_name (a Hub id or a dataset folder): the built-in data is "
+                         "generated in memory")
+    if args.max_train_steps is None:
+        raise InputError("--streaming needs --max_train_steps: a stream's length is unknown, so --num_epochs cannot "
+                         "be turned into steps")
+    if "num_epochs" in args.given_flags:
+        raise InputError("--streaming and --num_epochs contradict each other: a stream's length is unknown; give "
+                         "--max_train_steps only")
 
 
 def main(args: argparse.Namespace, hub_api=None):

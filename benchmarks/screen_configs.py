@@ -16,7 +16,6 @@ timing measurement unless the machine was otherwise idle.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys

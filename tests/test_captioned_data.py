@@ -162,8 +162,12 @@ def test_a_list_caption_is_drawn_per_seed_epoch_and_index():
 # imagefolder with metadata.jsonl
 
 
-def test_imagefolder_captions_follow_their_files(captioned_folder):
-    dataset = load_captioned_dataset(train_data_dir=str(captioned_folder), resolution=16)
+HOLDINGS = {"store": {}, "memory": {"no_data_cache": True}}  # the decoded store (default) and the in-memory path
+
+
+@pytest.mark.parametrize("holding", HOLDINGS)
+def test_imagefolder_captions_follow_their_files(captioned_folder, holding):
+    dataset = load_captioned_dataset(train_data_dir=str(captioned_folder), resolution=16, **HOLDINGS[holding])
 
     values = [_value(dataset[i]["pixel_values"]) for i in range(len(dataset))]
     assert values == [20, 10, 40, 50, 30]  # sorted by path: a, b, d, e, sub/c
@@ -174,7 +178,7 @@ def test_imagefolder_captions_follow_their_files(captioned_folder):
         )
     skipped = {Path(name).name: reason for name, reason in dataset.skipped}
     assert skipped == {"corrupt.png": "corrupt", "gone.png": "missing file", "unlisted.png": "not listed in metadata"}
-    assert dataset.summary() == (
+    assert dataset.contents() == (
         f"loaded 5 images (3 channels, 16x16) from folder {str(captioned_folder)!r}; skipped 3 files: 1 corrupt, "
         "1 missing file, 1 not listed in metadata; captions from column 'text' (7 distinct, 1 empty "
         "(unconditional), 1 with several to draw from)"
@@ -203,15 +207,16 @@ def test_imagefolder_matches_the_datasets_imagefolder_loader(tmp_path, offline):
     assert len(ours_pairs) == 10 and ours_pairs == reference_pairs
 
 
-def test_metadata_csv_in_a_subfolder_and_num_images(tmp_path):
+@pytest.mark.parametrize("holding", HOLDINGS)
+def test_metadata_csv_in_a_subfolder_and_num_images(tmp_path, holding):
     root = tmp_path / "csv"
     (root / "part").mkdir(parents=True)
     for value in (1, 2, 3):
         Image.fromarray(_solid(value * 50)).save(root / "part" / f"{value}.png")
     (root / "part" / "metadata.csv").write_text('file_name,text\n3.png,"three, with a comma"\n1.png,one\n2.png,two\n')
 
-    dataset = load_captioned_dataset(train_data_dir=str(root), resolution=16)
-    first_two = load_captioned_dataset(train_data_dir=str(root), resolution=16, num_images=2)
+    dataset = load_captioned_dataset(train_data_dir=str(root), resolution=16, **HOLDINGS[holding])
+    first_two = load_captioned_dataset(train_data_dir=str(root), resolution=16, num_images=2, **HOLDINGS[holding])
 
     assert dataset.captions == ["one", "two", "three, with a comma"]
     assert [_value(dataset[i]["pixel_values"]) for i in range(3)] == [50, 100, 150]
@@ -232,16 +237,17 @@ def _saved(tmp_path: Path, captions: list, column: str = "text", name: str = "sa
     return path
 
 
-def test_save_to_disk_round_trip(tmp_path, offline):
+@pytest.mark.parametrize("holding", HOLDINGS)
+def test_save_to_disk_round_trip(tmp_path, offline, holding):
     path = _saved(tmp_path, ["a cat", "", "a dog", "a cow"])
 
-    dataset = load_captioned_dataset(dataset_name=str(path), resolution=16, random_flip=True)
+    dataset = load_captioned_dataset(dataset_name=str(path), resolution=16, random_flip=True, **HOLDINGS[holding])
 
     assert dataset.captions == ["a cat", "", "a dog", "a cow"]
     assert [_value(dataset.images[i].float() / 127.5 - 1) for i in range(4)] == [5, 45, 85, 125]
     batch = dataset.__getitems__([3, 0])
     assert batch["captions"] == ["a cow", "a cat"] and batch["pixel_values"].shape == (2, 3, 16, 16)
-    assert dataset.summary() == (
+    assert dataset.contents() == (
         f"loaded 4 images (3 channels, 16x16) from dataset saved at {str(path)!r} (split 'train', 4 rows), "
         "column 'image'; captions from column 'text' (4 distinct, 1 empty (unconditional))"
     )

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ddpm_hub.data import ImageDataset, load_digits_split, load_image_dataset
+from ddpm_hub.data.dataset import augmentation_generator
 from ddpm_hub.errors import InputError
 
 # ---------------------------------------------------------------------------------------------------------
@@ -162,9 +163,13 @@ def mixed_folder(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return root, pixels
 
 
-def test_folder_keeps_usable_images_converts_modes_and_reports_skips(mixed_folder):
+HOLDINGS = {"store": {}, "memory": {"no_data_cache": True}}  # the decoded store (default) and the in-memory path
+
+
+@pytest.mark.parametrize("holding", HOLDINGS)
+def test_folder_keeps_usable_images_converts_modes_and_reports_skips(mixed_folder, holding):
     root, pixels = mixed_folder
-    dataset = load_image_dataset(train_data_dir=str(root), resolution=16, center_crop=True)
+    dataset = load_image_dataset(train_data_dir=str(root), resolution=16, center_crop=True, **HOLDINGS[holding])
 
     # Sorted paths: gray.jpg, gray16.png, palette.gif, rgb.png, rgba.png, sub/dir/nested.jpg.
     assert len(dataset) == 6
@@ -189,10 +194,12 @@ def test_folder_keeps_usable_images_converts_modes_and_reports_skips(mixed_folde
         ("small.png", "smaller than --resolution 16 (8x8)"),
         ("small2.png", "smaller than --resolution 16 (12x10)"),
     ]  # metadata.jsonl and .DS_Store are not skips
-    assert dataset.summary() == (
+    assert dataset.contents() == (
         f"loaded 6 images (3 channels, 16x16) from folder {str(root)!r}; skipped 5 files: "
         "2 not an image, 2 smaller than --resolution 16 (8x8, 12x10), 1 corrupt"
     )
+    stored = f"; memory-mapped from the decoded store {dataset.store}" if holding == "store" else ""
+    assert (dataset.store is None) == (holding == "memory") and dataset.summary() == dataset.contents() + stored
 
 
 def test_folder_of_grayscale_images_gives_one_channel(tmp_path):
@@ -224,13 +231,15 @@ def test_num_channels_forces_gray_or_color(tmp_path):
     _assert_one_line_input_error(excinfo)
 
 
-def test_resize_is_shorter_side_bilinear_like_torchvision(tmp_path):
+@pytest.mark.parametrize("holding", HOLDINGS)
+def test_resize_is_shorter_side_bilinear_like_torchvision(tmp_path, holding):
     original = _noise(32, 64, seed=7)  # H=32, W=64
     Image.fromarray(original).save(tmp_path / "wide.png")
 
-    dataset = load_image_dataset(train_data_dir=str(tmp_path), resolution=16)
+    dataset = load_image_dataset(train_data_dir=str(tmp_path), resolution=16, **HOLDINGS[holding])
 
-    assert isinstance(dataset.images, list)  # not square after resize: kept whole for a random crop per access
+    # not square after resize: kept whole for a random crop per access
+    assert not isinstance(dataset.images, torch.Tensor) and dataset.images[0].shape == (3, 16, 32)
     expected = np.asarray(Image.fromarray(original).resize((32, 16), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(dataset.images[0].permute(1, 2, 0).numpy(), expected)
 
@@ -276,7 +285,7 @@ def test_random_crop_and_flip_come_from_a_per_item_stream_like_torchvision(ramp_
     # Same draws, same order as torchvision: RandomCrop.get_params (top, then left), RandomHorizontalFlip.
     for epoch, draw in enumerate(draws):
         dataset.set_epoch(epoch, seed=3)
-        generator = dataset._generator(0)
+        generator = augmentation_generator(3, epoch, 0)
         top = torch.randint(0, 1, size=(1,), generator=generator).item()
         left = torch.randint(0, 32 - 16 + 1, size=(1,), generator=generator).item()
         flipped = torch.rand(1, generator=generator).item() < 0.5
@@ -371,20 +380,22 @@ def _image_rows() -> tuple[list[dict], list[np.ndarray]]:
     return rows, arrays
 
 
-def test_dataset_saved_to_disk_loads_and_skips_corrupt_rows(tmp_path, offline):
+@pytest.mark.parametrize("holding", HOLDINGS)
+def test_dataset_saved_to_disk_loads_and_skips_corrupt_rows(tmp_path, offline, holding):
     import datasets
 
     rows, arrays = _image_rows()
     table = datasets.Dataset.from_dict({"label": [0, 1, 2], "picture": rows}).cast_column("picture", datasets.Image())
     table.save_to_disk(str(tmp_path / "saved"))
 
-    dataset = load_image_dataset(dataset_name=str(tmp_path / "saved"), resolution=16)  # "picture": first Image column
+    # "picture": the first Image column
+    dataset = load_image_dataset(dataset_name=str(tmp_path / "saved"), resolution=16, **HOLDINGS[holding])
 
     assert len(dataset) == 2 and dataset.num_channels == 3
     for item, expected in zip(_all_items(dataset), arrays):
         np.testing.assert_array_equal(_as_array(item), expected)
     assert dataset.skipped == [("row 1", "corrupt")]
-    assert dataset.summary().endswith("column 'picture'; skipped 1 rows: 1 corrupt")
+    assert dataset.contents().endswith("column 'picture'; skipped 1 rows: 1 corrupt")
 
     with pytest.raises(InputError, match=r"--image_column 'img' .*available columns: label, picture") as excinfo:
         load_image_dataset(dataset_name=str(tmp_path / "saved"), image_column="img")

@@ -97,17 +97,20 @@ def test_default_run_writes_a_diffusers_pipeline_folder(tmp_path, tiny_config):
 
 def test_resume_continues_exactly(tmp_path, tiny_config):
     """Interrupted at a checkpoint and resumed, a run ends with the same weights as the uninterrupted one:
-    data order, augmentation, noise, timesteps, optimizer, LR schedule and EMA all continue."""
-    data = _image_folder(tmp_path / "images", count=20)
+    data order, augmentation, noise, timesteps, optimizer, LR schedule and EMA all continue. The interrupted run
+    reads the decoded store, the uninterrupted one decodes into memory (--no_data_cache): the same images."""
+    data = _image_folder(tmp_path / "images", count=20, size=20)  # 20x20 at 16: random crops from the store
     common = ("--train_data_dir", str(data), "--random_flip", "--train_batch_size", "8", "--max_train_steps", "8",
               "--checkpointing_steps", "4", "--save_images_epochs", "100", "--seed", "7")
-    full = _train(tmp_path / "full", tiny_config, *common)
-    interrupted = _train(tmp_path / "interrupted", tiny_config, *common)
+    stores = ("--data_cache_dir", str(tmp_path / "stores"))
+    full = _train(tmp_path / "full", tiny_config, *common, "--no_data_cache")
+    interrupted = _train(tmp_path / "interrupted", tiny_config, *common, *stores)
+    assert len(list((tmp_path / "stores").glob("images-*/*/pixels.u8"))) == 1
     # simulate the interruption right after checkpoint-4 (epoch 2 of 3-batch epochs, mid-epoch)
     for name in ("checkpoint-8", "unet", "scheduler", "model_index.json"):
         path = interrupted / name
         subprocess.run(["rm", "-rf", str(path)], check=True)
-    _train(tmp_path / "interrupted", tiny_config, *common, "--resume_from_checkpoint", "latest")
+    _train(tmp_path / "interrupted", tiny_config, *common, *stores, "--resume_from_checkpoint", "latest")
     for folder in ("unet", "checkpoint-8/unet", "checkpoint-8/unet_ema"):
         a, b = _unet_weights(full / folder), _unet_weights(interrupted / folder)
         assert all(torch.equal(a[k], b[k]) for k in a), folder
@@ -181,6 +184,28 @@ def test_mixed_folder_trains_and_reports_skips(tmp_path, tiny_config, capsys):
     assert "corrupt" in out and "not an image" in out and "smaller than --resolution 16" in out
 
 
+def test_streaming_trains_from_a_local_dataset_and_says_resume_is_not_exact(tmp_path, tiny_config, capsys,
+                                                                            caplog, offline):
+    import datasets
+
+    rows = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (18, 20, 3), dtype=np.uint8))
+            for i in range(10)]
+    datasets.Dataset.from_dict({"image": rows}).cast_column("image", datasets.Image()).save_to_disk(
+        str(tmp_path / "saved"))
+    common = ("--dataset_name", str(tmp_path / "saved"), "--streaming", "--train_batch_size", "4",
+              "--checkpointing_steps", "2", "--save_images_epochs", "100", "--eval_epochs", "1",
+              "--eval_bpd_images", "3", "--eval_bpd_timesteps", "3", "--eval_num_samples", "2")
+    out = _train(tmp_path / "run", tiny_config, *common, "--max_train_steps", "4")  # 3 batches a pass: 2 passes
+    first = capsys.readouterr().out
+    assert "streaming images (3 channels, 16x16)" in first and "a resumed run is not exact (--streaming)" in first
+    assert "bits_per_dim" in first  # evaluated on the stream's first images
+
+    _train(out, tiny_config, *common, "--max_train_steps", "5", "--resume_from_checkpoint", "latest")
+    assert "--streaming: a resumed run restarts the stream at the beginning of its epoch, so resume is not exact" \
+        in capsys.readouterr().out + caplog.text
+    assert json.loads((out / "checkpoint-5" / "training_state.json").read_text())["global_step"] == 5
+
+
 @pytest.mark.parametrize("extra,match", [
     (["--train_data_dir", "/nonexistent/folder"], "--train_data_dir '/nonexistent/folder' does not exist"),
     (["--train_batch_size", "0"], "--train_batch_size must be a positive integer"),
@@ -196,6 +221,18 @@ def test_mixed_folder_trains_and_reports_skips(tmp_path, tiny_config, capsys):
      "--eval_inference_steps 30 exceeds --ddpm_num_steps 20"),
     (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"],
      "--overwrite_output_dir and --resume_from_checkpoint contradict each other"),
+    (["--no_data_cache", "--data_cache_dir", "stores"], "--no_data_cache and --data_cache_dir 'stores' contradict"),
+    (["--streaming", "--dataset_name", "you/faces", "--train_data_dir", "x"],
+     "--streaming and --train_data_dir contradict each other"),
+    (["--streaming", "--dataset_name", "you/faces", "--data_cache_dir", "x"],
+     "--streaming and --data_cache_dir contradict each other"),
+    (["--streaming", "--dataset_name", "you/faces", "--no_data_cache"],
+     "--streaming and --no_data_cache contradict each other"),
+    (["--streaming"], "--streaming needs --dataset_name"),
+    (["--streaming", "--dataset_name", "you/faces", "--num_epochs", "3"],
+     "--streaming and --num_epochs contradict each other"),
+    (["--streaming", "--dataset_name", "you/captions", "--task", "text-to-image", "--ddpm_num_inference_steps", "4",
+      "--eval_batch_size", "4"], "--streaming is not supported by --task text-to-image"),
 ])
 def test_bad_flags_give_one_line_errors(tmp_path, tiny_config, capsys, extra, match):
     code = train_ddpm.cli(_args(tmp_path / "run", tiny_config, *extra))

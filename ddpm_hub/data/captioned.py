@@ -20,7 +20,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ import torch
 
 from ..errors import InputError
 from .dataset import ImageDataset
+from .decode_pool import DecodeSettings, available_cores, decode_files, decode_rows
 from .decoding import (CORRUPT, IMAGE_SUFFIXES, NOT_AN_IMAGE, UNREADABLE, Skip, check_resolution, count_reasons,
                        prepare_image, to_tensors)
-from .hub_datasets import find_image_column, open_dataset, row_image
+from .hub_datasets import dataset_location, find_image_column, open_dataset, row_image
+from .store import StoreKey, data_cache_location, dataset_content, folder_content, load_or_decode
 from .shapes import MIN_RESOLUTION, generate_shapes
 
 SHAPES = "shapes"
@@ -74,9 +77,10 @@ class CaptionedImageDataset(ImageDataset):
         labels: torch.Tensor | None = None,
         unit: str = "files",
         caption_source: str = "captions",
+        store: Path | None = None,
     ):
         super().__init__(images, resolution=resolution, source=source, random_flip=random_flip, skipped=skipped,
-                         labels=labels, unit=unit)
+                         labels=labels, unit=unit, store=store)
         assert len(captions) == len(self.images), f"{len(captions)} captions for {len(self.images)} images"
         for caption in captions:
             options = (caption,) if isinstance(caption, str) else caption
@@ -101,7 +105,7 @@ class CaptionedImageDataset(ImageDataset):
         """A whole batch: {"pixel_values": float32 [B x C x R x R] in [-1, 1], "captions": B strings}."""
         return {"pixel_values": super().__getitems__(indices), "captions": [self.caption(i) for i in indices]}
 
-    def summary(self) -> str:
+    def contents(self) -> str:
         """One line: ImageDataset's (how many, shape, source, skips), then where the captions came from and
         how many are distinct, empty, or several to choose from."""
         options = [(c,) if isinstance(c, str) else c for c in self.captions]
@@ -113,7 +117,7 @@ class CaptionedImageDataset(ImageDataset):
         several = sum(len(texts) > 1 for texts in options)
         if several:
             parts.append(f"{several} with several to draw from")
-        return f"{super().summary()}; captions from {self.caption_source} ({', '.join(parts)})"
+        return f"{super().contents()}; captions from {self.caption_source} ({', '.join(parts)})"
 
 
 def load_captioned_dataset(
@@ -130,6 +134,8 @@ def load_captioned_dataset(
     num_images: int | None = None,
     seed: int = 0,
     split: str = "train",
+    data_cache_dir: str | None = None,
+    no_data_cache: bool = False,
 ) -> CaptionedImageDataset:
     """Load the captioned training images named by the CLI flags into a `CaptionedImageDataset`.
 
@@ -152,8 +158,12 @@ def load_captioned_dataset(
         images (default all).
     seed: the shapes' generation seed; also the dataset's initial augmentation seed (`set_epoch` may change it).
     cache_dir, split, dataset_config_name: passed to `datasets.load_dataset` (split also to a saved DatasetDict).
+    data_cache_dir, no_data_cache: as `load_image_dataset`: a folder or a dataset is decoded once into a decoded
+        store (images and captions) that every process memory-maps, or with no_data_cache into this process's
+        memory. The built-in shapes are generated in memory (drawn from the seed in about a second).
     """
     check_resolution(resolution)
+    stores = data_cache_location(data_cache_dir, no_data_cache)
     if num_channels not in (None, 1, 3):
         raise InputError(f"--num_channels {num_channels!r} is not supported: use 1 (grayscale) or 3 (RGB)")
     if num_images is not None and (isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1):
@@ -164,18 +174,26 @@ def load_captioned_dataset(
         )
     caption_column = DEFAULT_CAPTION_COLUMN if caption_column is None else caption_column
 
+    settings = {"resolution": resolution, "center_crop": center_crop, "num_channels": num_channels,
+                "caption_column": caption_column, "num_images": num_images}
     if train_data_dir is not None:
         rows, source, columns = _folder_rows(train_data_dir, caption_column)
+        store = _folder_store(train_data_dir, rows, settings) if stores is not None else None
     elif dataset_name is None or dataset_name == SHAPES:
         dataset = _load_shapes(resolution, random_flip, num_channels, num_images, seed)
         dataset.set_epoch(0, seed=seed)
         return dataset
     else:
-        rows, source, columns = _dataset_rows(dataset_name, dataset_config_name, image_column, caption_column,
-                                              cache_dir, split)
+        rows, source, columns, store = _dataset_rows(dataset_name, dataset_config_name, image_column, caption_column,
+                                                     cache_dir, split, settings if stores is not None else None)
     flag = f"--dataset_name {dataset_name!r}" if train_data_dir is None else f"--train_data_dir {train_data_dir!r}"
-    dataset = _decode_rows(rows, source, flag, columns, caption_column, resolution, center_crop, random_flip,
-                           num_channels, num_images, unit="rows" if train_data_dir is None else "files")
+    unit = "rows" if train_data_dir is None else "files"
+    if store is not None:
+        dataset = _stored_rows(rows, source, flag, columns, caption_column, resolution, center_crop, random_flip,
+                               num_channels, num_images, unit, stores, store)
+    else:
+        dataset = _decode_rows(rows, source, flag, columns, caption_column, resolution, center_crop, random_flip,
+                               num_channels, num_images, unit=unit)
     dataset.set_epoch(0, seed=seed)
     return dataset
 
@@ -292,12 +310,16 @@ def _image_files(root: Path) -> list[Path]:
 
 
 def _dataset_rows(dataset_name: str, config_name: str | None, image_column: str | None, caption_column: str,
-                  cache_dir: str | None, split: str) -> tuple[Any, str, list[str]]:
-    """A saved or Hub datasets Dataset: rows ("row i", image value, caption value), lazily."""
+                  cache_dir: str | None, split: str,
+                  settings: dict[str, Any] | None) -> tuple[Any, str, list[str], StorePlan | None]:
+    """A saved or Hub datasets Dataset: rows ("row i", image value, caption value), lazily, and with `settings`
+    (the decode settings, when the data goes through a decoded store) the plan of its store: None for a dataset
+    datasets holds in memory (no Arrow files to key it by)."""
     import datasets
 
     flag = f"--dataset_name {dataset_name!r}"
     loaded, source = open_dataset(dataset_name, config_name, cache_dir, split)
+    content = dataset_content(loaded) if settings is not None else None
     columns = list(loaded.column_names)
     image = find_image_column(loaded, image_column, flag)
     _check_caption_column(loaded, caption_column, flag)
@@ -305,9 +327,17 @@ def _dataset_rows(dataset_name: str, config_name: str | None, image_column: str 
         # undecoded {"bytes", "path"} dicts, so that a corrupt row is skipped rather than raising mid-iteration
         loaded = loaded.cast_column(image, datasets.Image(decode=False))
     table = loaded.select_columns(list(dict.fromkeys([image, caption_column])))
-    rows = ((f"row {i}", row[image], row[caption_column]) for i, row in enumerate(table))
     source += f" (split {split!r}, {len(loaded)} rows), column {image!r}"
-    return rows, source, columns
+    if content is None:
+        return ((f"row {i}", row[image], row[caption_column]) for i, row in enumerate(table)), source, columns, None
+    # the store decodes the images in its workers: here only the names and captions (None stands for the image)
+    rows = [(f"row {i}", None, caption) for i, caption in enumerate(loaded[caption_column])]
+    key = StoreKey(name=Path(dataset_name).name or dataset_name, content=content,
+                   source={"kind": "captioned dataset", "name": dataset_location(dataset_name), "config": config_name,
+                           "split": split, "column": image, **settings})
+    plan = StorePlan(key, lambda todo, decode: decode_rows(loaded, image, todo, decode, workers=available_cores(),
+                                                           desc=f"decoding {dataset_name}"))
+    return rows, source, columns, plan
 
 
 def _check_caption_column(dataset: Any, caption_column: str, flag: str) -> None:
@@ -323,6 +353,90 @@ def _check_caption_column(dataset: Any, caption_column: str, flag: str) -> None:
     if not any(isinstance(f, datasets.Value) and f.dtype in ("string", "large_string") for f in (feature, inner)):
         raise InputError(f"--caption_column {caption_column!r} of {flag} holds {feature}, not text: name the "
                          f"column of captions; available columns: {', '.join(columns)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# through the decoded store
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """How a source goes into its decoded store: its key, decode(positions, settings) -> the images of those rows
+    in order (`decode_pool`), stored(name) -> an entry's name as the store keeps it, shown(stored name) -> as the
+    one-process path names it."""
+
+    key: StoreKey
+    decode: Callable[[list[int], DecodeSettings], Iterator[Any]]
+    stored: Callable[[str], str] = str
+    shown: Callable[[str], str] = str
+
+
+def _folder_store(train_data_dir: str, rows: list[tuple[str, Any, Any]], settings: dict[str, Any]) -> StorePlan:
+    """A captioned folder's store: keyed by its image and metadata files (path, size, mtime) and the settings;
+    entries are named relative to the folder, shown joined to it as given."""
+    root = Path(train_data_dir)
+    files = sorted(set(_image_files(root)) | set(_metadata_files(root)))
+    key = StoreKey(name=root.resolve().name, content=folder_content(root, files),
+                   source={"kind": "captioned folder", "root": str(root.resolve()), **settings})
+    paths = [Path(name) for name, _, _ in rows]
+    return StorePlan(
+        key,
+        lambda todo, decode: decode_files([paths[i] for i in todo], decode, workers=available_cores(),
+                                          desc=f"decoding {train_data_dir}"),
+        stored=lambda name: Path(os.path.relpath(name, root)).as_posix(),
+        shown=lambda name: os.path.normpath(root / name))
+
+
+def _metadata_files(root: Path) -> list[Path]:
+    """Every metadata.jsonl / metadata.csv under root (not in hidden folders), as `_read_metadata` reads them."""
+    found = []
+    for directory, subdirectories, filenames in os.walk(root):
+        subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
+        found += [Path(directory) / name for name in filenames if name in METADATA_FILES]
+    return found
+
+
+def _stored_rows(rows: Any, source: str, flag: str, columns: list[str], caption_column: str, resolution: int,
+                 center_crop: bool, random_flip: bool, num_channels: int | None, num_images: int | None, unit: str,
+                 stores: Path, plan: StorePlan) -> CaptionedImageDataset:
+    """As `_decode_rows`, through the decoded store: the captions and the skips known without decoding (not listed,
+    missing file, caption not text) are read here, the images decoded on every core the first time."""
+    names, pre_skips, captions = [], [], []
+    for name, image, raw_caption in rows:
+        names.append(plan.stored(name))
+        try:
+            if isinstance(image, Skip):
+                raise image
+            captions.append(_caption(raw_caption))
+            pre_skips.append(None)
+        except Skip as skip:
+            captions.append(None)
+            pre_skips.append(skip.reason)
+
+    def none_usable(skipped: list[tuple[str, str]]) -> InputError:
+        return InputError(
+            f"{flag}: none of the {len(names)} {unit} could be used ({count_reasons(skipped) or 'there are none'}); "
+            f"expected images at least {resolution} pixels on the shorter side, each with a caption"
+        )
+
+    stored = load_or_decode(stores, plan.key, names,
+                            lambda todo: plan.decode(todo, DecodeSettings(resolution, center_crop, num_channels or 3)),
+                            resolution=resolution, num_channels=num_channels, on_empty=none_usable,
+                            pre_skips=pre_skips, captions=captions, num_images=num_images,
+                            check_captions=lambda kept: _check_some_caption(kept, caption_column, flag, unit, columns))
+    if num_images is not None and len(stored.captions) == num_images:
+        source += f", first {num_images} usable"
+    return CaptionedImageDataset(stored.images, stored.captions, resolution=resolution, source=source,
+                                 random_flip=random_flip, skipped=[(plan.shown(n), r) for n, r in stored.skipped],
+                                 unit=unit, caption_source=f"column {caption_column!r}", store=stored.folder)
+
+
+def _check_some_caption(captions: Sequence[Caption], caption_column: str, flag: str, unit: str,
+                        columns: list[str]) -> None:
+    if all(not text.strip() for c in captions for text in ((c,) if isinstance(c, str) else c)):
+        raise InputError(f"--caption_column {caption_column!r} is empty in every one of the {len(captions)} "
+                         f"usable {unit} of {flag}: name the column of captions; "
+                         f"available columns: {', '.join(columns)}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -353,10 +467,7 @@ def _decode_rows(rows: Any, source: str, flag: str, columns: list[str], caption_
             f"{flag}: none of the {seen} {unit} could be used ({count_reasons(skipped) or 'there are none'}); "
             f"expected images at least {resolution} pixels on the shorter side, each with a caption"
         )
-    if all(not text.strip() for c in captions for text in ((c,) if isinstance(c, str) else c)):
-        raise InputError(f"--caption_column {caption_column!r} is empty in every one of the {len(captions)} "
-                         f"usable {unit} of {flag}: name the column of captions; "
-                         f"available columns: {', '.join(columns)}")
+    _check_some_caption(captions, caption_column, flag, unit, columns)
     return CaptionedImageDataset(
         to_tensors(kept, num_channels),
         captions,

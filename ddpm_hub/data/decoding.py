@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -120,20 +121,40 @@ def resize_and_crop(pixels: np.ndarray, resolution: int, center_crop: bool) -> n
     return pixels
 
 
+def decode_file(path: Path, resolution: int, center_crop: bool) -> tuple[np.ndarray, bool]:
+    """One file of a folder -> `prepare_image`'s (pixels, is_grayscale); raises Skip with the reason: unreadable
+    (the OSError's type), or prepare_image's, where a file named like an image that PIL cannot even identify is
+    a damaged image (corrupt), not a stray file (not an image)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise Skip(f"{UNREADABLE} ({type(error).__name__})") from None
+    try:
+        return prepare_image(data, resolution, center_crop)
+    except Skip as skip:
+        if skip.reason == NOT_AN_IMAGE and path.suffix.lower() in IMAGE_SUFFIXES:
+            raise Skip(CORRUPT) from None
+        raise
+
+
 def to_tensors(kept: list[tuple[np.ndarray, bool]], num_channels: int | None) -> list[torch.Tensor]:
     """Decoded arrays -> uint8 tensors [C x H x W], C = num_channels or (1 if all grayscale else 3)."""
     if num_channels is None:
         num_channels = 1 if all(grayscale for _, grayscale in kept) else 3
-    tensors = []
-    for pixels, grayscale in kept:
-        if num_channels == 1 and not grayscale:
-            pixels = np.asarray(Image.fromarray(pixels).convert("L"))  # ITU-R 601-2 luma, as PIL converts
-        if pixels.ndim == 2:
-            pixels = pixels[..., None]
-        if num_channels == 3 and pixels.shape[2] == 1:
-            pixels = np.repeat(pixels, 3, axis=2)
-        tensors.append(torch.from_numpy(np.array(pixels)).permute(2, 0, 1).contiguous())  # copy: PIL's are read-only
-    return tensors
+    # copy: PIL's arrays are read-only
+    return [torch.from_numpy(np.array(with_image_channels(pixels, grayscale, num_channels))) for pixels, grayscale in kept]
+
+
+def with_image_channels(pixels: np.ndarray, grayscale: bool, num_channels: int) -> np.ndarray:
+    """One decoded image (uint8 [H x W] gray or [H x W x 3]) -> uint8 [num_channels x H x W], C-contiguous:
+    colour to gray by PIL's ITU-R 601-2 luma, gray to colour by repeating the channel."""
+    if num_channels == 1 and not grayscale:
+        pixels = np.asarray(Image.fromarray(pixels).convert("L"))  # ITU-R 601-2 luma, as PIL converts
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if num_channels == 3 and pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 def with_channels(images: torch.Tensor, num_channels: int) -> torch.Tensor:

@@ -30,17 +30,36 @@ def open_dataset(dataset_name: str, config_name: str | None, cache_dir: str | No
     return _fetch(datasets, dataset_name, config_name, cache_dir, split), f"dataset {dataset_name!r}"
 
 
+def open_stream(dataset_name: str, config_name: str | None, cache_dir: str | None, split: str) -> tuple[Any, str]:
+    """(the `split` of a dataset as a datasets IterableDataset, where it came from): a folder written by
+    `save_to_disk` as `to_iterable_dataset()`, else `load_dataset(..., streaming=True)` (Hub id or local folder),
+    with `_fetch`'s one-line errors."""
+    import datasets
+
+    if os.path.isdir(dataset_name) and _is_saved_to_disk(dataset_name):
+        loaded, source = open_dataset(dataset_name, config_name, cache_dir, split)
+        return loaded.to_iterable_dataset(), source
+    return _fetch(datasets, dataset_name, config_name, cache_dir, split, streaming=True), f"dataset {dataset_name!r}"
+
+
+def dataset_location(dataset_name: str) -> str:
+    """What names a dataset for a decoded store's key: a local folder's absolute path (the same folder however it
+    is spelled), else the Hub id."""
+    return os.path.abspath(dataset_name) if os.path.isdir(dataset_name) else dataset_name
+
+
 def _is_saved_to_disk(directory: str) -> bool:
     """Whether `directory` was written by Dataset.save_to_disk or DatasetDict.save_to_disk."""
     return any(os.path.isfile(os.path.join(directory, marker)) for marker in ("state.json", "dataset_dict.json"))
 
 
-def _fetch(datasets: Any, dataset_name: str, config_name: str | None, cache_dir: str | None, split: str) -> Any:
+def _fetch(datasets: Any, dataset_name: str, config_name: str | None, cache_dir: str | None, split: str,
+           streaming: bool = False) -> Any:
     """datasets.load_dataset, with offline, missing-dataset and unknown-split failures turned into InputError."""
     flag = f"--dataset_name {dataset_name!r}"
     hint = "Use a local folder with --train_data_dir or a dataset saved with save_to_disk."
     try:
-        return datasets.load_dataset(dataset_name, config_name, cache_dir=cache_dir, split=split)
+        return datasets.load_dataset(dataset_name, config_name, cache_dir=cache_dir, split=split, streaming=streaming)
     except ValueError as error:
         if "Unknown split" in str(error):
             raise InputError(f"{flag} has no split {split!r}: {one_line(error)}") from None

@@ -1,9 +1,14 @@
 """`load_image_dataset`: the training images named by the command-line flags, decoded once into an `ImageDataset`.
 
 Three sources:
-  - "digits" (the default): the built-in digits' train split (`ddpm_hub.data.digits`);
+  - "digits" (the default): the built-in digits' train split (`ddpm_hub.data.digits`), held in memory (1437 images
+    of 16x16: smaller than a store's bookkeeping, and upscaled in well under a second);
   - a folder of images (`train_data_dir`), scanned recursively, with every unusable file skipped and reported;
   - a Hugging Face dataset (`dataset_name`): a Hub id, or a local directory written by `save_to_disk`.
+
+A folder or a dataset is decoded once into a decoded store (`ddpm_hub.data.store`) on every core and memory-mapped
+by every process of this and later runs; `no_data_cache` decodes it in this process into its own memory instead,
+as before the store existed; `streaming` reads a Hub dataset as a stream (`ddpm_hub.data.streaming`).
 
 The data path follows diffusers' examples/unconditional_image_generation/train_unconditional.py
 (Resize(resolution, bilinear) -> CenterCrop or RandomCrop -> RandomHorizontalFlip -> ToTensor -> Normalize([0.5],
@@ -15,6 +20,7 @@ never from the global RNG (`ImageDataset`).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,10 +28,12 @@ import numpy as np
 
 from ..errors import InputError
 from .dataset import ImageDataset
-from .decoding import (CORRUPT, IMAGE_HINT, IMAGE_SUFFIXES, METADATA_FILENAMES, NOT_AN_IMAGE, UNREADABLE, Skip,
-                       check_resolution, count_reasons, prepare_image, to_tensors)
+from .decode_pool import DecodeSettings, available_cores, decode_files, decode_rows
+from .decoding import (IMAGE_HINT, METADATA_FILENAMES, Skip, check_resolution, count_reasons, decode_file, prepare_image,
+                       to_tensors)
 from .digits import DIGITS, load_digits
-from .hub_datasets import find_image_column, open_dataset, row_image
+from .hub_datasets import dataset_location, find_image_column, open_dataset, row_image
+from .store import StoreKey, data_cache_location, dataset_content, folder_content, load_or_decode
 
 
 def load_image_dataset(
@@ -39,6 +47,8 @@ def load_image_dataset(
     num_channels: int | None = None,
     cache_dir: str | None = None,
     split: str = "train",
+    data_cache_dir: str | None = None,
+    no_data_cache: bool = False,
 ) -> ImageDataset:
     """Load the training images named by the CLI flags into an `ImageDataset`.
 
@@ -56,8 +66,11 @@ def load_image_dataset(
     cache_dir, split, dataset_config_name: passed to `datasets.load_dataset` (split also to a saved DatasetDict).
         For digits, split is "train" (1437 images), "test" (the 360 held-out ones the evaluation scores
         against, never trained on by default) or "all" (1797).
+    data_cache_dir: where the decoded stores live (None: `store.default_data_cache_dir()`).
+    no_data_cache: decode into this process's memory, every run, in one thread (the images are the same bytes).
     """
     check_resolution(resolution)
+    stores = data_cache_location(data_cache_dir, no_data_cache)
     if num_channels not in (None, 1, 3):
         raise InputError(f"--num_channels {num_channels!r} is not supported: use 1 (grayscale) or 3 (RGB)")
     if dataset_name is not None and train_data_dir is not None:
@@ -66,35 +79,45 @@ def load_image_dataset(
         )
 
     if train_data_dir is not None:
-        return _load_folder(train_data_dir, resolution, center_crop, random_flip, num_channels)
+        if stores is None:
+            return _load_folder(train_data_dir, resolution, center_crop, random_flip, num_channels)
+        return _store_folder(train_data_dir, resolution, center_crop, random_flip, num_channels, stores)
     if dataset_name is None or dataset_name == DIGITS:
         return load_digits(resolution, random_flip, num_channels, split)
     return _load_hf_dataset(
         dataset_name, dataset_config_name, image_column, resolution, center_crop, random_flip, num_channels,
-        cache_dir, split,
+        cache_dir, split, stores,
+    )
+
+
+def _folder_files(train_data_dir: str) -> tuple[Path, list[Path]]:
+    """The folder and its files (sorted); InputError if it is missing, not a folder, or has no candidate files."""
+    root = Path(train_data_dir)
+    if not root.exists():
+        raise InputError(f"--train_data_dir {train_data_dir!r} does not exist: give a folder of {IMAGE_HINT}")
+    if not root.is_dir():
+        raise InputError(f"--train_data_dir {train_data_dir!r} is not a directory: give a folder of {IMAGE_HINT}")
+    paths, ignored = scan_folder(root)
+    if not paths:
+        what = "is empty" if not ignored else f"has no files besides {', '.join(sorted(ignored))}"
+        raise InputError(f"--train_data_dir {train_data_dir!r} {what}: put {IMAGE_HINT} in it")
+    return root, paths
+
+
+def _none_usable(train_data_dir: str, count: int, skipped: list[tuple[str, str]], resolution: int) -> InputError:
+    return InputError(
+        f"--train_data_dir {train_data_dir!r}: none of the {count} files could be used "
+        f"({count_reasons(skipped)}); expected {IMAGE_HINT} at least {resolution} pixels on the shorter side"
     )
 
 
 def _load_folder(
     train_data_dir: str, resolution: int, center_crop: bool, random_flip: bool, num_channels: int | None
 ) -> ImageDataset:
-    root = Path(train_data_dir)
-    if not root.exists():
-        raise InputError(f"--train_data_dir {train_data_dir!r} does not exist: give a folder of {IMAGE_HINT}")
-    if not root.is_dir():
-        raise InputError(f"--train_data_dir {train_data_dir!r} is not a directory: give a folder of {IMAGE_HINT}")
-
-    paths, ignored = scan_folder(root)
-    if not paths:
-        what = "is empty" if not ignored else f"has no files besides {', '.join(sorted(ignored))}"
-        raise InputError(f"--train_data_dir {train_data_dir!r} {what}: put {IMAGE_HINT} in it")
-
-    kept, skipped, _ = decode_files(paths, resolution, center_crop)
+    root, paths = _folder_files(train_data_dir)
+    kept, skipped, _ = decode_listed_files(paths, resolution, center_crop)
     if not kept:
-        raise InputError(
-            f"--train_data_dir {train_data_dir!r}: none of the {len(paths)} files could be used "
-            f"({count_reasons(skipped)}); expected {IMAGE_HINT} at least {resolution} pixels on the shorter side"
-        )
+        raise _none_usable(train_data_dir, len(paths), skipped, resolution)
     return ImageDataset(
         to_tensors(kept, num_channels),
         resolution=resolution,
@@ -102,6 +125,24 @@ def _load_folder(
         random_flip=random_flip,
         skipped=skipped,
     )
+
+
+def _store_folder(train_data_dir: str, resolution: int, center_crop: bool, random_flip: bool,
+                  num_channels: int | None, stores: Path) -> ImageDataset:
+    """The folder through its decoded store: decoded on every core the first time, memory-mapped every time."""
+    root, paths = _folder_files(train_data_dir)
+    key = StoreKey(name=root.resolve().name, content=folder_content(root, paths),
+                   source={"kind": "folder", "root": str(root.resolve()), "resolution": resolution,
+                           "center_crop": center_crop, "num_channels": num_channels})
+    settings = DecodeSettings(resolution, center_crop, num_channels or 3)
+    stored = load_or_decode(
+        stores, key, [path.relative_to(root).as_posix() for path in paths],
+        lambda todo: decode_files([paths[i] for i in todo], settings, workers=available_cores(),
+                                  desc=f"decoding {train_data_dir}"),
+        resolution=resolution, num_channels=num_channels,
+        on_empty=lambda skipped: _none_usable(train_data_dir, len(paths), skipped, resolution))
+    return ImageDataset(stored.images, resolution=resolution, source=f"folder {str(root)!r}", random_flip=random_flip,
+                        skipped=[(str(root / name), reason) for name, reason in stored.skipped], store=stored.folder)
 
 
 def scan_folder(root: Path) -> tuple[list[Path], set[str]]:
@@ -118,31 +159,83 @@ def scan_folder(root: Path) -> tuple[list[Path], set[str]]:
     return sorted(paths), ignored
 
 
-def decode_files(paths: list[Path], resolution: int, center_crop: bool
-                 ) -> tuple[list[tuple[np.ndarray, bool]], list[tuple[str, str]], list[int]]:
-    """Decode each file (`prepare_image`): (the decoded images, (path, reason) for each skipped file, the index in
-    `paths` of each decoded image)."""
+
+def _load_hf_dataset(
+    dataset_name: str,
+    dataset_config_name: str | None,
+    image_column: str | None,
+    resolution: int,
+    center_crop: bool,
+    random_flip: bool,
+    num_channels: int | None,
+    cache_dir: str | None,
+    split: str,
+    stores: Path | None,
+) -> ImageDataset:
+    flag = f"--dataset_name {dataset_name!r}"
+    loaded, source = open_dataset(dataset_name, dataset_config_name, cache_dir, split)
+    source += f" (split {split!r}, {len(loaded)} rows)"
+    content = dataset_content(loaded) if stores is not None else None
+    if stores is not None and content is None:
+        logging.getLogger(__name__).info("%s is held in memory by datasets (no Arrow files to key a decoded store "
+                                         "by): decoding it into this process's memory", flag)
+
+    column = find_image_column(loaded, image_column, flag)
+    loaded = undecoded_images(loaded, column)
+
+    def none_usable(skipped: list[tuple[str, str]]) -> InputError:
+        return InputError(
+            f"{flag}: none of the {len(loaded)} rows in column {column!r} could be used "
+            f"({count_reasons(skipped) or 'the split is empty'}); "
+            f"expected images at least {resolution} pixels on the shorter side"
+        )
+
+    if content is not None:  # through the decoded store
+        key = StoreKey(name=Path(dataset_name).name or dataset_name, content=content,
+                       source={"kind": "dataset", "name": dataset_location(dataset_name),
+                               "config": dataset_config_name, "split": split, "column": column,
+                               "resolution": resolution, "center_crop": center_crop, "num_channels": num_channels})
+        settings = DecodeSettings(resolution, center_crop, num_channels or 3)
+        stored = load_or_decode(
+            stores, key, [f"row {i}" for i in range(len(loaded))],
+            lambda todo: decode_rows(loaded, column, todo, settings, workers=available_cores(),
+                                     desc=f"decoding {dataset_name}"),
+            resolution=resolution, num_channels=num_channels, on_empty=none_usable)
+        return ImageDataset(stored.images, resolution=resolution, source=f"{source}, column {column!r}",
+                            random_flip=random_flip, skipped=stored.skipped, unit="rows", store=stored.folder)
+
+    kept, skipped, _ = decode_listed_rows(loaded.select_columns([column]), column, resolution, center_crop)
+    if not kept:
+        raise none_usable(skipped)
+    return ImageDataset(
+        to_tensors(kept, num_channels),
+        resolution=resolution,
+        source=f"{source}, column {column!r}",
+        random_flip=random_flip,
+        skipped=skipped,
+        unit="rows",
+    )
+
+
+# ------------------------------------------------------------------- in this process (no store), also for labelled
+def decode_listed_files(paths: list[Path], resolution: int, center_crop: bool
+                        ) -> tuple[list[tuple[np.ndarray, bool]], list[tuple[str, str]], list[int]]:
+    """Decode each file in this process (`decoding.decode_file`): (the decoded images, (path, reason) for each
+    skipped file, the index in `paths` of each decoded image)."""
     kept, skipped, used = [], [], []
     for index, path in enumerate(paths):
         try:
-            data = path.read_bytes()
-        except OSError as error:
-            skipped.append((str(path), f"{UNREADABLE} ({type(error).__name__})"))
-            continue
-        try:
-            kept.append(prepare_image(data, resolution, center_crop))
+            kept.append(decode_file(path, resolution, center_crop))
             used.append(index)
         except Skip as skip:
-            # a file named like an image that PIL cannot even identify is a damaged image, not a stray file
-            reason = CORRUPT if skip.reason == NOT_AN_IMAGE and path.suffix.lower() in IMAGE_SUFFIXES else skip.reason
-            skipped.append((str(path), reason))
+            skipped.append((str(path), skip.reason))
     return kept, skipped, used
 
 
-def decode_rows(rows, column: str, resolution: int, center_crop: bool
-                ) -> tuple[list[tuple[np.ndarray, bool]], list[tuple[str, str]], list[int]]:
-    """Decode `column` of each row of a datasets Dataset (images undecoded, {"bytes", "path"}): (the decoded
-    images, ("row i", reason) for each skipped row, the row index of each decoded image)."""
+def decode_listed_rows(rows, column: str, resolution: int, center_crop: bool
+                       ) -> tuple[list[tuple[np.ndarray, bool]], list[tuple[str, str]], list[int]]:
+    """Decode `column` of each row of a datasets Dataset (images undecoded, {"bytes", "path"}) in this process:
+    (the decoded images, ("row i", reason) for each skipped row, the row index of each decoded image)."""
     kept, skipped, used = [], [], []
     for row_index, row in enumerate(rows):
         try:
@@ -155,42 +248,9 @@ def decode_rows(rows, column: str, resolution: int, center_crop: bool
 
 def undecoded_images(loaded, column: str):
     """The dataset with an Image `column` left as undecoded {"bytes", "path"} dicts, so a corrupt row is skipped
-    by `decode_rows` rather than raising mid-iteration."""
+    by the decoder rather than raising mid-iteration."""
     import datasets
 
     if isinstance(loaded.features[column], datasets.Image):
         return loaded.cast_column(column, datasets.Image(decode=False))
     return loaded
-
-
-def _load_hf_dataset(
-    dataset_name: str,
-    dataset_config_name: str | None,
-    image_column: str | None,
-    resolution: int,
-    center_crop: bool,
-    random_flip: bool,
-    num_channels: int | None,
-    cache_dir: str | None,
-    split: str,
-) -> ImageDataset:
-    flag = f"--dataset_name {dataset_name!r}"
-    loaded, source = open_dataset(dataset_name, dataset_config_name, cache_dir, split)
-    source += f" (split {split!r}, {len(loaded)} rows)"
-    column = find_image_column(loaded, image_column, flag)
-    loaded = undecoded_images(loaded, column)
-    kept, skipped, _ = decode_rows(loaded.select_columns([column]), column, resolution, center_crop)
-    if not kept:
-        raise InputError(
-            f"{flag}: none of the {len(loaded)} rows in column {column!r} could be used "
-            f"({count_reasons(skipped) or 'the split is empty'}); "
-            f"expected images at least {resolution} pixels on the shorter side"
-        )
-    return ImageDataset(
-        to_tensors(kept, num_channels),
-        resolution=resolution,
-        source=f"{source}, column {column!r}",
-        random_flip=random_flip,
-        skipped=skipped,
-        unit="rows",
-    )

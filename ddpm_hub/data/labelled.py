@@ -28,7 +28,7 @@ from .dataset import ImageDataset
 from .decoding import IMAGE_HINT, METADATA_FILENAMES, check_resolution, count_reasons, to_tensors
 from .digits import DIGITS
 from .hub_datasets import find_image_column, open_dataset
-from .images import decode_files, decode_rows, load_image_dataset, scan_folder, undecoded_images
+from .images import decode_listed_files, decode_listed_rows, load_image_dataset, scan_folder, undecoded_images
 
 NO_LABEL = "no label"  # a skip reason: a row whose label is missing (None, or datasets' -1)
 MAX_CLASSES = 100_000  # more distinct integer ids than this is not a class column (one embedding row per id)
@@ -136,7 +136,7 @@ def _load_class_folders(train_data_dir: str, resolution: int, center_crop: bool,
         files, _ = scan_folder(root / name)
         paths += files
         labels += [class_id] * len(files)
-    kept, skipped, used = decode_files(paths, resolution, center_crop)
+    kept, skipped, used = decode_listed_files(paths, resolution, center_crop)
     if not kept:
         raise InputError(f"{flag}: none of the {len(paths)} files in its class subfolders could be used"
                          f"{f' ({count_reasons(skipped)})' if skipped else ''}; expected {IMAGE_HINT} at least "
@@ -160,7 +160,7 @@ def _load_labelled_hub_dataset(dataset_name: str, dataset_config_name: str | Non
     column = find_image_column(loaded, image_column, flag)
     row_ids, names = read_label_column(loaded, label_column, flag)  # cheap checks before decoding any image
     loaded = undecoded_images(loaded, column)
-    decoded, skipped, used = decode_rows(loaded.select_columns([column]), column, resolution, center_crop)
+    decoded, skipped, used = decode_listed_rows(loaded.select_columns([column]), column, resolution, center_crop)
     kept, labels = [], []
     for image, row in zip(decoded, used):
         if row_ids[row] < 0:

@@ -5,7 +5,8 @@ their schedules. What differs between tasks (data, models, loss, grids, evaluati
 
 Exact resume: only the loss draws from the global RNG (augmentation is seeded per (seed, epoch, image), the
 DataLoader has its own generator), so the RNG states accelerate saves in each checkpoint make a resumed run end
-with the weights of an uninterrupted one.
+with the weights of an uninterrupted one. Not with --streaming data (a torch IterableDataset): its length is unknown
+(--max_train_steps counts), and a resumed run restarts the stream at the beginning of the checkpoint's epoch.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..data.streaming import NOT_EXACT
 from ..errors import InputError
 from .checkpointing import load_checkpoint, resolve_resume_checkpoint, save_checkpoint
 from .ema import averaged_copy, make_ema, register_checkpoint_hooks
@@ -57,9 +60,13 @@ def train(task: Task, accelerator, args: argparse.Namespace) -> TrainingSummary:
     #    and a resumed run creates one more iterator)
     parts = task.setup(accelerator)
     accelerator.print(parts.dataset.summary())
-    dataloader = torch.utils.data.DataLoader(parts.train_data, batch_size=args.train_batch_size, shuffle=True,
-                                             generator=torch.Generator().manual_seed(args.seed),
-                                             collate_fn=lambda batch: batch)
+    streaming = isinstance(parts.train_data, torch.utils.data.IterableDataset)
+    if streaming:  # items in stream order, collated; accelerate's dispatcher gives each process its slice
+        dataloader = torch.utils.data.DataLoader(parts.train_data, batch_size=args.train_batch_size)
+    else:
+        dataloader = torch.utils.data.DataLoader(parts.train_data, batch_size=args.train_batch_size, shuffle=True,
+                                                 generator=torch.Generator().manual_seed(args.seed),
+                                                 collate_fn=lambda batch: batch)
 
     # 2. EMA, optimizer (one parameter group per model), learning-rate schedule
     models = parts.models
@@ -70,10 +77,13 @@ def train(task: Task, accelerator, args: argparse.Namespace) -> TrainingSummary:
               for name, model in models.items()]
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                   weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, foreach=True)
-    batches = math.ceil(len(parts.dataset) / (args.train_batch_size * accelerator.num_processes))
-    updates_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_epochs * updates_per_epoch
-    num_epochs = math.ceil(max_train_steps / updates_per_epoch)
+    if streaming:  # a stream's length is unknown: as many passes as --max_train_steps takes
+        updates_per_epoch, max_train_steps, num_epochs = None, args.max_train_steps, sys.maxsize
+    else:
+        batches = math.ceil(len(parts.dataset) / (args.train_batch_size * accelerator.num_processes))
+        updates_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
+        max_train_steps = args.max_train_steps or args.num_epochs * updates_per_epoch
+        num_epochs = math.ceil(max_train_steps / updates_per_epoch)
     # accelerate steps a prepared LR schedule once per process per update: lengths count process-steps
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
@@ -87,13 +97,18 @@ def train(task: Task, accelerator, args: argparse.Namespace) -> TrainingSummary:
     register_checkpoint_hooks(accelerator, model_classes, emas)
 
     # 3. resume: weights, optimizer, LR schedule, EMA, RNG states, position in the data
-    global_step, loss_history, card_metrics = 0, [], {}
+    global_step, loss_history, card_metrics, state = 0, [], {}, {}
     if resume_path is not None:
         state = load_checkpoint(accelerator, resume_path)
         global_step, loss_history = state["global_step"], state.get("loss_history", [])
         accelerator.print(f"resumed from {resume_path} at step {global_step}")
-    first_epoch = global_step // updates_per_epoch
-    resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+    if streaming:  # the stream restarts at the beginning of the checkpoint's epoch: not exact, and said so
+        first_epoch, resume_batches = int(state.get("epoch", 0)), 0
+        if resume_path is not None:
+            accelerator.print(NOT_EXACT)
+    else:
+        first_epoch = global_step // updates_per_epoch
+        resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
     if accelerator.is_main_process and args.logger != "none":
         accelerator.init_trackers("train_ddpm", config=task_hyperparameters(task, args),
                                   init_kwargs={"tensorboard": TENSORBOARD_WRITER})
@@ -108,8 +123,8 @@ def train(task: Task, accelerator, args: argparse.Namespace) -> TrainingSummary:
                 model.train()
             dataloader.set_epoch(epoch)
             parts.dataset.set_epoch(epoch, seed=args.seed)
-            epoch_batches = accelerator.skip_first_batches(dataloader, resume_batches) if epoch == first_epoch \
-                else dataloader
+            epoch_batches = accelerator.skip_first_batches(dataloader, resume_batches) \
+                if epoch == first_epoch and not streaming else dataloader
             for batch in epoch_batches:
                 with accelerator.accumulate(*models.values()):
                     loss = task.loss(batch, models)

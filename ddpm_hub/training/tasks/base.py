@@ -57,6 +57,8 @@ class Task:
     defaults: ClassVar[dict[str, Any]] = {}  # flag defaults that differ for this task (a given flag always wins)
     artifacts: ClassVar[tuple[str, ...]] = ()  # what it writes into output_dir besides the loop's files
     switch: ClassVar[str | None] = None  # a store_true flag of its own that selects it like --task NAME does
+    # None if it trains from --streaming data (setup's train_data is then a torch IterableDataset), else why not
+    no_streaming: ClassVar[str | None] = "this task needs the whole dataset on disk"
 
     def __init__(self, args: argparse.Namespace):
         self.args = args

@@ -36,6 +36,8 @@ class TextToImageTask(ClassifierFreeGuidance, Task):
     defaults = DEFAULTS
     artifacts = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "vae_reconstructions.png",
                  "vae-checkpoint-*")
+    no_streaming = ("the VAE stage trains on the whole dataset and the latents of every image are encoded once; use "
+                    "its decoded store (the default), which every process memory-maps")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -150,7 +152,8 @@ class TextToImageTask(ClassifierFreeGuidance, Task):
         self.dataset = load_captioned_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir,
                                               args.image_column, args.caption_column, self.resolution,
                                               args.center_crop, args.random_flip, channels, args.cache_dir,
-                                              args.num_images, args.seed)
+                                              args.num_images, args.seed, data_cache_dir=args.data_cache_dir,
+                                              no_data_cache=args.no_data_cache)
         captions = [text for caption in self.dataset.captions
                     for text in ((caption,) if isinstance(caption, str) else caption)]
         if pretrained:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ...cli import full_or_count
-from ...data import DIGITS, load_image_dataset
+from ...data import DIGITS, load_image_dataset, load_streaming_image_dataset
 from ...errors import InputError
 from ...export import save_pipeline
 from ...model_card import render_model_card
@@ -32,6 +32,7 @@ class UnconditionalTask(Task):
     help = "a pixel-space DDPMPipeline"
     defaults = {"resolution": 16, "output_dir": "ddpm-digits-16"}
     artifacts = ("unet", "scheduler")
+    no_streaming = None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -64,9 +65,16 @@ class UnconditionalTask(Task):
     def setup(self, accelerator) -> TrainingParts:
         args = self.args
         user_config = read_unet_config(args.model_config_name_or_path)
-        self.dataset = load_image_dataset(
-            args.dataset_name, args.dataset_config_name, args.train_data_dir, args.image_column, args.resolution,
-            args.center_crop, args.random_flip, channels_for(args.num_channels, user_config), args.cache_dir)
+        channels = channels_for(args.num_channels, user_config)
+        if args.streaming:
+            self.dataset = load_streaming_image_dataset(
+                args.dataset_name, args.dataset_config_name, args.image_column, args.resolution, args.center_crop,
+                args.random_flip, channels, args.cache_dir)
+        else:
+            self.dataset = load_image_dataset(
+                args.dataset_name, args.dataset_config_name, args.train_data_dir, args.image_column, args.resolution,
+                args.center_crop, args.random_flip, channels, args.cache_dir, data_cache_dir=args.data_cache_dir,
+                no_data_cache=args.no_data_cache)
         self.scheduler = self.noise_scheduler(variance_type=self.loss_config.variance_type)
         config = unet_config_for(user_config, args.resolution, self.dataset.num_channels,
                                  learned_variance=args.loss_type == "hybrid")
@@ -89,8 +97,7 @@ class UnconditionalTask(Task):
 
         args = self.args
         digits = self._builtin_digits() and self.dataset.num_channels == 1 and args.resolution == 16
-        bpd_images = None if digits else self.dataset.__getitems__(
-            list(range(min(args.eval_bpd_images, len(self.dataset)))))
+        bpd_images = None if digits else self.dataset.first(args.eval_bpd_images)
         metrics = evaluate_model(models["unet"], self.scheduler, num_samples=args.eval_num_samples,
                                  sampler=args.eval_scheduler, num_inference_steps=args.eval_inference_steps,
                                  bpd_timesteps=args.eval_bpd_timesteps, bpd_images=bpd_images,
