@@ -159,6 +159,9 @@ def render_model_card(
     metrics: dict | None = None,
     validation_prompts: list[str] | None = None,
     base_model: str | None = None,
+    description: str | None = None,
+    sampling_steps: int | None = None,
+    sample_caption: str | None = None,
 ) -> Path:
     """Write `output_dir/README.md` (atomically) describing the trained pipeline in `output_dir`.
 
@@ -166,6 +169,8 @@ def render_model_card(
     `dataset_name` is a Hub dataset id (linked, and tagged in the metadata) or a local folder; data that is neither
     (the built-in digits or shapes) is described in words by `dataset_description` instead.
     `hyperparameters` go into a table, minus any key containing "token" (and other secret-looking entries).
+    `description` replaces the paragraph read from the configs; `sampling_steps` marks a distilled DDIMPipeline
+    made for exactly that many steps (the usage snippet says so); `sample_caption` replaces the grid's caption.
     Returns the README path.
     """
     from huggingface_hub import ModelCard, ModelCardData
@@ -197,7 +202,8 @@ def render_model_card(
         base_model=base_model,
     )
 
-    description, num_train_timesteps = _describe_model(output_dir, task, hyperparameters, base_model)
+    described, num_train_timesteps = _describe_model(output_dir, task, hyperparameters, base_model)
+    description = description or described
     if hub_dataset:
         dataset_sentence = f"Trained on the [{hub_dataset}](https://huggingface.co/datasets/{hub_dataset}) dataset."
     elif dataset_description:
@@ -217,11 +223,12 @@ def render_model_card(
         description=description,
         task=task,
         sample_grid=urllib.parse.quote(Path(sample_grid).as_posix()) if sample_grid else None,
-        sample_caption=(
+        sample_caption=sample_caption or (
             f"Images generated from the prompts {', '.join(repr(p) for p in validation_prompts)}."
             if task == "text-to-image" and validation_prompts
             else "Samples drawn with the full DDPM reverse process at the end of training."
         ),
+        sampling_steps=sampling_steps,
         model_ref=_python_str(model_ref),
         prompt_literal=_python_str(validation_prompts[0] if validation_prompts else DEFAULT_PROMPT),
         ddpm_chain=ddpm_chain,

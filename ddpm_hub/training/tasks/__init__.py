@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from .base import CardInputs, Task, TrainingParts
+from .base import CardInputs, Phase, Task, TrainingParts
+from .distill import DistillTask
 from .text_to_image import TextToImageTask
 from .unconditional import UnconditionalTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (UnconditionalTask, TextToImageTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (UnconditionalTask, TextToImageTask, DistillTask)}
 
 
 def foreign_flags(name: str) -> frozenset[str]:
@@ -22,4 +23,4 @@ def all_artifacts() -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for task in TASKS.values() for name in task.artifacts))
 
 
-__all__ = ["TASKS", "CardInputs", "Task", "TrainingParts", "all_artifacts", "foreign_flags"]
+__all__ = ["TASKS", "CardInputs", "Phase", "Task", "TrainingParts", "all_artifacts", "foreign_flags"]
