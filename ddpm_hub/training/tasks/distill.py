@@ -29,7 +29,7 @@ import torch
 
 from ...atomic import atomic_write_text
 from ...data import DIGITS, load_image_dataset
-from ...distillation import (Teacher, alpha_sigma, distillation_grid, distillation_loss,
+from ...distillation import (SCHEDULE_KEYS, Teacher, alpha_sigma, distillation_grid, distillation_loss,
                              distillation_target, student_scheduler_config, teacher_two_steps)
 from ...errors import InputError, one_line
 from ...export import save_ddim_pipeline
@@ -160,9 +160,7 @@ class DistillTask(Task):
             accelerator.print(f"the teacher has a learned variance ({2 * channels} output channels): distilling its "
                               f"mean channels; the students output {channels}")
         # the forward process (add_noise) and the alphas_cumprod of the teacher's schedule, ours
-        self.scheduler = DDPMScheduler(**{key: teacher_config[key] for key in teacher_config
-                                          if key in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
-                                                     "trained_betas", "rescale_betas_zero_snr")})
+        self.scheduler = DDPMScheduler(**{key: teacher_config[key] for key in SCHEDULE_KEYS if key in teacher_config})
         self.teacher_config = teacher_config
         self.student_config = student_scheduler_config(teacher_config)
         self.grids = [distillation_grid(self.student_config, n) for n in self.student_steps]
