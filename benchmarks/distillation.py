@@ -1,5 +1,6 @@
 """Progressive distillation of a digits model: its students at 16, 8, 4, 2 and 1 DDIM steps against the teacher's
-own samplers (DDPM 1000 and 250, DPM-Solver++ 25 and 10, undistilled DDIM 16, 8 and 4), all scored in the same run
+own samplers (DDPM 1000 and 250, DPM-Solver++ 25 and 10, undistilled DDIM at the first round's teacher's step count
+and at 16, 8 and 4), all scored in the same run
 on the same number of samples from the same seed, with sampling seconds and the distillation's wall time. The
 reference is the teacher with 1000-step DDPM.
 
@@ -39,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--output_dir", default=None, help="where the distillation writes (default: TEACHER-distilled)")
     p.add_argument("--distilled", default=None, help="score this finished distillation instead of running one")
     p.add_argument("--distill_flags", default="", help="more train_ddpm.py flags for the distillation, one string")
+    p.add_argument("--start_steps", type=int, default=128,
+                   help="with --distilled: the --distill_start_steps it was made with (its teacher's DDIM row)")
     p.add_argument("--num_samples", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="also write the rows as JSON")
@@ -90,7 +93,8 @@ def main(args: argparse.Namespace) -> list[dict]:
         distilled, timings = distill(args)
     classifier = load_digits_classifier()
     rows = []
-    for label, kind, steps in TEACHER_ROWS:
+    start = timings.get("start_steps") or args.start_steps
+    for label, kind, steps in [*TEACHER_ROWS[:4], ("DDIM", "ddim", start), *TEACHER_ROWS[4:]]:
         rows.append({"model": "teacher", "sampler": label, **score(sampling_pipeline(unet, scheduler.config, kind),
                                                                     steps, args, classifier)})
         print(f"  teacher {label} {steps}: FD {rows[-1]['fd']:.2f} in {rows[-1]['seconds']:.1f}s", file=sys.stderr)
