@@ -149,8 +149,8 @@ def check_args(args: argparse.Namespace) -> None:
     """Flag values argparse cannot check, and flags that contradict each other: one InputError each."""
     positive = ("train_batch_size", "num_epochs", "gradient_accumulation_steps", "ddpm_num_steps",
                 "save_model_epochs", "checkpointing_steps", "resolution", "eval_inference_steps")
-    for name in positive:
-        if getattr(args, name) < 1:
+    for name in positive:  # (a None resolution is the task's to set: distill takes the teacher's)
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     for name, low in (("eval_epochs", 0), ("eval_num_samples", 2)):
         if getattr(args, name) < low:
@@ -175,6 +175,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.overwrite_output_dir and args.resume_from_checkpoint:
         raise InputError("--overwrite_output_dir and --resume_from_checkpoint contradict each other: replace the "
                          "earlier run, or continue it; give one")
+    for name, why in TASKS[args.task].unused_flags.items():
+        if name in args.given_flags:
+            raise InputError(f"--{name} has no effect with --task {args.task}: {why}; drop it")
     for name in sorted(args.foreign_flags & args.given_flags):
         owners = flag_owners(name)
         raise InputError(f"--{name} is a --task {' or '.join(owners)} flag; --task {args.task} does not use it: drop "

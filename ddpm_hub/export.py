@@ -1,7 +1,7 @@
 """Pipeline folders on disk: written so that stock diffusers loads them, and read back.
 
 `save_pipeline` writes model_index.json, unet/ and scheduler/ naming only diffusers classes (so
-`DDPMPipeline.from_pretrained(folder)` works without ddpm_hub), and `ddpm_hub.DDPMScheduler.from_pretrained(folder,
+`DDPMPipeline.from_pretrained(folder)` works without ddpm_hub; `save_ddim_pipeline` the same for a DDIMPipeline), and `ddpm_hub.DDPMScheduler.from_pretrained(folder,
 subfolder="scheduler")` loads the same config. `save_class_conditional_pipeline` writes a class-conditional folder in
 the Hub's custom-pipeline layout (its pipeline.py is the module `ddpm_hub.pipelines.class_conditional` itself). Each
 part is written to a temporary name first and swapped in with renames, so an interrupted export never leaves a
@@ -49,6 +49,15 @@ def save_class_conditional_pipeline(output_dir: str | os.PathLike, unet, schedul
     pipeline = ClassConditionalDDPMPipeline(unet=unet, scheduler=DiffusersDDPMScheduler.from_config(scheduler_config),
                                             id2label=id2label)
     return save_pipeline_parts(pipeline, output_dir, CLASS_CONDITIONAL_PARTS)
+
+
+def save_ddim_pipeline(output_dir: str | os.PathLike, unet, scheduler_config: dict) -> Path:
+    """Save `unet` (safetensors) and a diffusers DDIMScheduler with `scheduler_config` as a DDIMPipeline folder (a
+    distilled student: `DiffusionPipeline.from_pretrained(folder)` gives a DDIMPipeline). Other files are left alone."""
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    pipeline = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler_config))
+    return save_pipeline_parts(pipeline, output_dir, PIPELINE_PARTS)
 
 
 def save_pipeline_parts(pipeline, output_dir: str | os.PathLike, parts: tuple[str, ...]) -> Path:

@@ -176,6 +176,8 @@ def render_model_card(
     base_model: str | None = None,
     labels: dict[int, str] | None = None,
     guidance_scale: float | None = None,
+    description: str | None = None,
+    sampling_steps: int | None = None,
     sample_caption: str | None = None,
 ) -> Path:
     """Write `output_dir/README.md` (atomically) describing the trained pipeline in `output_dir`.
@@ -186,6 +188,8 @@ def render_model_card(
     `hyperparameters` go into a table, minus any key containing "token" (and other secret-looking entries).
     `labels` (class-conditional): the class names by id, listed in a table and used by the usage snippet, which
     samples at `guidance_scale`. `sample_caption` says how the grid was drawn (default: per task).
+    `description` replaces the paragraph read from the configs; `sampling_steps` marks a distilled DDIMPipeline
+    made for exactly that many steps (the usage snippet says so); `sample_caption` replaces the grid's caption.
     Returns the README path.
     """
     from huggingface_hub import ModelCard, ModelCardData
@@ -217,7 +221,8 @@ def render_model_card(
         base_model=base_model,
     )
 
-    description, num_train_timesteps = _describe_model(output_dir, task, hyperparameters, base_model)
+    described, num_train_timesteps = _describe_model(output_dir, task, hyperparameters, base_model)
+    description = description or described
     if hub_dataset:
         dataset_sentence = f"Trained on the [{hub_dataset}](https://huggingface.co/datasets/{hub_dataset}) dataset."
     elif dataset_description:
@@ -242,6 +247,7 @@ def render_model_card(
             if task == "text-to-image" and validation_prompts
             else "Samples drawn with the full DDPM reverse process at the end of training."
         ),
+        sampling_steps=sampling_steps,
         model_ref=_python_str(model_ref),
         prompt_literal=_python_str(validation_prompts[0] if validation_prompts else DEFAULT_PROMPT),
         ddpm_chain=ddpm_chain,

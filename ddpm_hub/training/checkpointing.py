@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import atomic_write_text, fsync_dir
@@ -158,6 +159,7 @@ def save_checkpoint(
     global_step: int,
     training_state: dict,
     total_limit: int | None = None,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save the full training state as `output_dir/checkpoint-{global_step}`, crash-safely.
 
@@ -166,7 +168,8 @@ def save_checkpoint(
 
     1. main: delete a stale `.tmp-checkpoint-{N}`, create it fresh;          wait for everyone
     2. all:  `accelerator.save_state(tmp)` (safetensors weights);             wait for everyone
-    3. main: `training_state.json` (atomic), then `manifest.json` LAST (fsynced),
+    3. main: `write_extra(tmp)` (what else the caller keeps: a task's state), `training_state.json` (atomic),
+             then `manifest.json` LAST (fsynced),
              then `os.rename(tmp, checkpoint-{N})`; an existing `checkpoint-{N}` (re-saving a step after a
              resume) is moved aside first and deleted only after the rename
     4. main: prune to `total_limit` complete checkpoints (never the new one), delete leftover
@@ -208,6 +211,8 @@ def save_checkpoint(
     # 3-4. our counters, the manifest last, the atomic publish; retention
     final_dir = output_dir / f"{CHECKPOINT_PREFIX}{global_step}"
     if accelerator.is_main_process:
+        if write_extra is not None:
+            write_extra(tmp_dir)
         atomic_write_text(tmp_dir / TRAINING_STATE_NAME, state_text)
         publish_checkpoint(tmp_dir, CHECKPOINT_PREFIX, global_step, total_limit)
     accelerator.wait_for_everyone()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ...errors import InputError
-from .base import CardInputs, Task, TrainingParts
+from .base import CardInputs, Phase, Task, TrainingParts
 from .class_conditional import ClassConditionalTask
+from .distill import DistillTask
 from .text_to_image import TextToImageTask
 from .unconditional import UnconditionalTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (UnconditionalTask, TextToImageTask, ClassConditionalTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (UnconditionalTask, TextToImageTask, ClassConditionalTask,
+                                                               DistillTask)}
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,5 +57,5 @@ def all_artifacts() -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for task in TASKS.values() for name in task.artifacts))
 
 
-__all__ = ["TASKS", "CardInputs", "Task", "TrainingParts", "add_task_arguments", "all_artifacts", "flag_owners",
+__all__ = ["TASKS", "CardInputs", "Phase", "Task", "TrainingParts", "add_task_arguments", "all_artifacts", "flag_owners",
            "foreign_flags", "selected_task"]

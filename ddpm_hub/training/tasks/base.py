@@ -5,6 +5,13 @@ schedule, EMA, crash-safe checkpoints and exact resume, logging, and when grids,
 A task owns what differs: its own flags, its data and models (`setup`), the loss of a batch, what a sample grid
 shows, its evaluation, and the folder it exports. A new task is a new file with a `Task` subclass, registered in
 `ddpm_hub.training.tasks.TASKS`.
+
+A run is one or more phases (`Task.phases`; one by default). Each phase is a fresh optimisation of the same models
+with its own step budget: the learning-rate schedule (warm-up and decay), the AdamW moments and the EMA start over,
+and the grid, evaluation and export come at its end. Between phases the task may hand the models new weights and
+change what its loss computes (`begin_phase`: progressive distillation's student becomes the next round's teacher);
+what it keeps besides the models goes into each checkpoint (`save_state` / `load_state`), so a run resumes in the
+middle of any phase.
 """
 
 from __future__ import annotations
@@ -36,6 +43,14 @@ class TrainingParts:
     learning_rates: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a run: a name for its progress bar and logs, and its budget of optimizer updates."""
+
+    name: str
+    steps: int
+
+
 @dataclass
 class CardInputs:
     """What the loop knows that a model card shows: the hyperparameters (this task's flags), the recent loss, the
@@ -59,6 +74,8 @@ class Task:
     switch: ClassVar[str | None] = None  # a store_true flag of its own that selects it like --task NAME does
     # None if it trains from --streaming data (setup's train_data is then a torch IterableDataset), else why not
     no_streaming: ClassVar[str | None] = "this task needs the whole dataset on disk"
+    # common flags this task does not read (given, they are an error; they never reach the model card), with why
+    unused_flags: ClassVar[dict[str, str]] = {}
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -104,8 +121,29 @@ class Task:
 
     @property
     def grid_epochs(self) -> int:
-        """A sample grid every this many epochs (and after the last)."""
+        """A sample grid every this many epochs (and at the end of each phase)."""
         return self.args.save_images_epochs
+
+    # ------------------------------------------------------------------------------------------ phases
+    def phases(self, updates_per_epoch: int) -> list[Phase]:
+        """The run's phases in order. Default: one, of --max_train_steps updates (else --num_epochs epochs of
+        `updates_per_epoch`)."""
+        args = self.args
+        return [Phase("training", args.max_train_steps or args.num_epochs * updates_per_epoch)]
+
+    def begin_phase(self, index: int, finished: dict[str, torch.nn.Module] | None) -> dict[str, dict] | None:
+        """Phase `index` begins (on every process, before its first step; not again when a run resumes inside it).
+        `finished`: the models as the phase before left them (EMA weights when EMA is on; None for the first
+        phase). Returns the state dicts the trained models start this phase from, by model name (None: they keep
+        their weights)."""
+        return None
+
+    def save_state(self, folder: Path) -> None:
+        """Write what the task keeps besides the models (a teacher, figures) into checkpoint `folder` (main process,
+        before the checkpoint's manifest)."""
+
+    def load_state(self, folder: Path, phase: int) -> None:
+        """Restore what `save_state` wrote, on every process of a run resuming inside phase `phase`."""
 
     # --------------------------------------------------------------------------------------- the run
     def setup(self, accelerator) -> TrainingParts:
