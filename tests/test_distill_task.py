@@ -151,7 +151,7 @@ def _configs(folder: Path, unet: dict | None = None, scheduler: dict | None = No
     ("ok", ["--prediction_type", "epsilon"], "--prediction_type has no effect with --task distill: students predict v"),
     ("ok", ["--max_train_steps", "5"], "--max_train_steps has no effect with --task distill"),
     ("ok", ["--resolution", "32"], "--resolution 32 contradicts the teacher's 16"),
-    ("ok", ["--eval_batch_size", "4"], "--eval_batch_size is a --task unconditional flag"),
+    ("ok", ["--eval_batch_size", "4"], "--eval_batch_size is a --task unconditional or class-conditional flag"),
     ("threshold", [], "samples with dynamic thresholding"),
 ])
 def test_bad_input_gives_one_line_errors(tmp_path, teacher, capsys, case, extra, match):
