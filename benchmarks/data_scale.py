@@ -303,8 +303,9 @@ def child_example(args: argparse.Namespace, folder: Path, cache_dir: Path) -> No
     def augment(image: Image.Image) -> torch.Tensor:
         # Resize(64, bilinear) -> RandomCrop(64) -> ToTensor -> Normalize([0.5], [0.5]), as torchvision does them
         width, height = image.size
-        scale = RESOLUTION / min(width, height)
-        size = (RESOLUTION, int(height * scale)) if width <= height else (int(width * scale), RESOLUTION)
+        # torchvision's arithmetic (long side = int(size * long / short)): a float scale can round 64.0 to 63
+        size = (RESOLUTION, int(RESOLUTION * height / width)) if width <= height else \
+            (int(RESOLUTION * width / height), RESOLUTION)
         image = image.resize(size, Image.Resampling.BILINEAR)
         top = int(torch.randint(0, size[1] - RESOLUTION + 1, (1,)))
         left = int(torch.randint(0, size[0] - RESOLUTION + 1, (1,)))
