@@ -113,16 +113,7 @@ def load_pipeline_parts(model_dir: str | os.PathLike, flag: str = "--model"):
 
     from .scheduling_ddpm import DDPMScheduler
 
-    folder = Path(model_dir)
-    if not folder.exists():
-        raise InputError(f"{flag} {str(model_dir)!r} does not exist: give a DDPMPipeline folder (what "
-                         "train_ddpm.py writes)")
-    if not folder.is_dir():
-        raise InputError(f"{flag} {str(model_dir)!r} is not a folder: give a DDPMPipeline folder")
-    missing = [name for name in ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json")
-               if not (folder / name).is_file()]
-    if missing:
-        raise InputError(f"{flag} {str(model_dir)!r} is not a DDPMPipeline folder: it lacks {', '.join(missing)}")
+    folder = check_pipeline_folder(model_dir, flag)
     if _is_class_conditional(folder):
         raise InputError(f"{flag} {str(model_dir)!r} holds a class-conditional model (ClassConditionalDDPMPipeline), "
                          "which samples only given classes; this takes a DDPMPipeline folder (score a "
@@ -133,6 +124,22 @@ def load_pipeline_parts(model_dir: str | os.PathLike, flag: str = "--model"):
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
         raise InputError(f"{flag} {str(model_dir)!r} could not be loaded: {one_line(error, 300)}") from None
     return unet.eval(), scheduler
+
+
+def check_pipeline_folder(model_dir: str | os.PathLike, flag: str = "--model") -> Path:
+    """`model_dir` as a Path, checked to be a pipeline folder (model_index.json, unet/, scheduler/), plain or
+    class-conditional; one-line InputError naming `flag` otherwise."""
+    folder = Path(model_dir)
+    if not folder.exists():
+        raise InputError(f"{flag} {str(model_dir)!r} does not exist: give a DDPMPipeline folder (what "
+                         "train_ddpm.py writes)")
+    if not folder.is_dir():
+        raise InputError(f"{flag} {str(model_dir)!r} is not a folder: give a DDPMPipeline folder")
+    missing = [name for name in ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json")
+               if not (folder / name).is_file()]
+    if missing:
+        raise InputError(f"{flag} {str(model_dir)!r} is not a DDPMPipeline folder: it lacks {', '.join(missing)}")
+    return folder
 
 
 def _is_class_conditional(folder: Path) -> bool:

@@ -57,8 +57,10 @@ def dummy_sample_deter() -> torch.Tensor:
     return (torch.arange(n).reshape(3, 8, 8, 4) / n).permute(3, 0, 1, 2)
 
 
-def tiny_unet(in_channels: int = 3, out_channels: int | None = None, sample_size: int = 8, seed: int = 0):
-    """A diffusers UNet2DModel of a few thousand parameters, as diffusers' pipeline tests build it."""
+def tiny_unet(in_channels: int = 3, out_channels: int | None = None, sample_size: int = 8, seed: int = 0,
+              num_class_embeds: int | None = None):
+    """A diffusers UNet2DModel of a few thousand parameters, as diffusers' pipeline tests build it; num_class_embeds
+    = K + 1 makes it class-conditional as train_ddpm.py --class_conditional builds it (id K: "no class")."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
@@ -71,6 +73,7 @@ def tiny_unet(in_channels: int = 3, out_channels: int | None = None, sample_size
         norm_num_groups=4,
         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        num_class_embeds=num_class_embeds,
     ).eval()
 
 

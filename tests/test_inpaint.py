@@ -354,3 +354,136 @@ def test_bad_arguments_are_one_line_errors(kwargs, message):
     with pytest.raises(InputError, match=message) as error:
         pipeline()(image, mask, **{"num_inference_steps": 2, **kwargs})
     assert "\n" not in str(error.value)
+
+
+# ---------------------------------------------------- class-conditional models (train_ddpm.py --class_conditional)
+NAMES = {0: "cat", 1: "dog", 2: "emu"}  # K = 3 classes; id 3 is "no class"
+
+
+def class_pipeline(**config) -> DDPMInpaintPipeline:
+    """A class-conditional DDPMInpaintPipeline: a tiny UNet with K + 1 = 4 class embeddings, learned_range variance
+    (2C outputs, so the variance channels are checked too)."""
+    config = {"num_train_timesteps": 20, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction",
+              "variance_type": "learned_range", **config}
+    pipe = DDPMInpaintPipeline(unet=tiny_unet(1, out_channels=2, num_class_embeds=4), scheduler=DDPMScheduler(**config),
+                               id2label=NAMES)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_class_conditional(folder, unet=None):
+    """A ClassConditionalDDPMPipeline folder as train_ddpm.py --class_conditional exports it, whose pipeline.py
+    raises on import: loading it must run no code from the folder."""
+    from ddpm_hub.export import save_class_conditional_pipeline
+
+    save_class_conditional_pipeline(folder, unet or tiny_unet(1, num_class_embeds=4),
+                                    dict(DDPMScheduler(num_train_timesteps=20, prediction_type="v_prediction").config),
+                                    NAMES)
+    (folder / "pipeline.py").write_text("raise RuntimeError('the folder code ran')\n")
+    return folder
+
+
+def test_loads_a_class_conditional_folder_without_running_its_code(tmp_path):
+    """Diffusers' loader would import the folder's pipeline.py (and refuse without trust_remote_code); ours loads
+    unet/, scheduler/ and id2label through ClassConditionalDDPMPipeline.from_pretrained."""
+    import sys
+
+    save_class_conditional(tmp_path)
+    pipe = DDPMInpaintPipeline.from_pretrained(tmp_path)
+    assert type(pipe.scheduler) is DDPMScheduler and pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.unet.config.num_class_embeds == 4 and pipe.id2label == NAMES
+    assert pipe.get_label_ids(["emu", "cat"]) == [2, 0]
+    assert not any(name.startswith("diffusers_modules") for name in sys.modules)
+
+
+def test_a_hub_repo_takes_the_loader_its_model_index_names(tmp_path, monkeypatch):
+    """Through an injected client (huggingface_hub's downloads and diffusers' DiffusionPipeline.download, the network
+    boundary): a class-conditional repo is read by its model_index.json and downloaded without its code; a plain one
+    still takes diffusers' loader."""
+    import huggingface_hub
+    from diffusers import DiffusionPipeline
+
+    from ddpm_hub.export import save_pipeline
+
+    folders = {"alice/animals": save_class_conditional(tmp_path / "cc"), "alice/digits": tmp_path / "plain"}
+    save_pipeline(folders["alice/digits"], tiny_unet(1), {"num_train_timesteps": 30})
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **kwargs: (
+        calls.append(("index", repo, kwargs)), str(folders[repo] / name))[1])
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kwargs: (
+        calls.append(("snapshot", repo, kwargs)), str(folders[repo]))[1])
+    monkeypatch.setattr(DiffusionPipeline, "download", classmethod(lambda cls, repo, **kwargs: (
+        calls.append(("diffusers", repo, kwargs)), str(folders[repo]))[1]))
+    pipe = DDPMInpaintPipeline.from_pretrained("alice/animals", revision="v1")
+    assert pipe.id2label == NAMES and [c[:2] for c in calls] == [("index", "alice/animals"),
+                                                                 ("snapshot", "alice/animals")]
+    assert calls[0][2]["revision"] == calls[1][2]["revision"] == "v1"
+    assert "pipeline.py" not in str(calls[1][2]["allow_patterns"])
+    calls.clear()
+    pipe = DDPMInpaintPipeline.from_pretrained("alice/digits")
+    assert pipe.id2label == {} and pipe.scheduler.config.num_train_timesteps == 30
+    assert [c[:2] for c in calls] == [("index", "alice/digits"), ("diffusers", "alice/digits")]
+
+
+def record_steps(pipe, monkeypatch) -> list:
+    """Every (model_output, t, x_t) the pipeline's scheduler.step receives, in order."""
+    calls, step = [], pipe.scheduler.step
+    monkeypatch.setattr(pipe.scheduler, "step", lambda output, t, x, **kwargs: (
+        calls.append((output.clone(), t, x.clone())), step(output, t, x, **kwargs))[1])
+    return calls
+
+
+@pytest.mark.parametrize("labels, ids, guidance_scale, s", [
+    (None, [3, 3], None, 1.0),  # no labels: the "no class" id, unguided
+    ("dog", [1, 1], 1.0, 1.0),  # one label for all, s = 1: the conditional model alone
+    (["emu", 0], [2, 0], 3.0, 3.0),  # one per image, names and ids mixed
+    ([1, 2], [1, 2], None, 2.0),  # ClassConditionalDDPMPipeline.DEFAULT_GUIDANCE_SCALE
+])
+@torch.no_grad()
+def test_each_step_takes_the_guided_output_and_the_known_pixels_stay(labels, ids, guidance_scale, s, monkeypatch):
+    """At every network call the scheduler gets eps_u + s (eps_c - eps_u) in the first C channels and the conditional
+    pass's variance channels (Ho & Salimans 2022 eq. 6; GLIDE's variance), written here from two direct UNet calls
+    with the class ids and the "no class" id 3; the known pixels still come back exactly."""
+    pipe = class_pipeline()
+    calls = record_steps(pipe, monkeypatch)
+    image, mask = digits_and_mask()
+    out = pipe(image, mask, num_inference_steps=5, jump_length=2, jump_n_sample=2, class_labels=labels,
+               guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert len(calls) == network_evaluations(5, 2, 2)
+    for output, t, x in calls:
+        conditional = pipe.unet(x, t, class_labels=torch.tensor(ids)).sample
+        unconditional = pipe.unet(x, t, class_labels=torch.tensor([3, 3])).sample
+        expected = torch.cat([unconditional[:, :1] + s * (conditional[:, :1] - unconditional[:, :1]),
+                              conditional[:, 1:]], dim=1)
+        # the pipeline runs both classes as one batch of 2B: float32 rounding differs from two B-batches by ~1e-7,
+        # times s
+        torch.testing.assert_close(output, expected, rtol=0, atol=1e-5)
+    expected_image = (image / 2 + 0.5).clamp(0, 1)
+    assert torch.equal(out[mask], expected_image[mask]) and not torch.equal(out[~mask], expected_image[~mask])
+
+
+def test_labels_steer_the_fill():
+    """Same noise, two classes: different fills (the labels reach the network)."""
+    pipe = class_pipeline()
+    image, mask = digits_and_mask()
+    a, b = (pipe(image, mask, num_inference_steps=4, jump_length=2, jump_n_sample=1, class_labels=label,
+                 guidance_scale=3.0, generator=torch.Generator().manual_seed(0), output_type="pt").images
+            for label in ("cat", "emu"))
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("make, kwargs, message", [
+    (pipeline, {"class_labels": 1}, r"class_labels: this model has no classes \(its unet has no class embeddings"),
+    (pipeline, {"guidance_scale": 3.0}, "guidance_scale=3.0 needs class_labels"),
+    (class_pipeline, {"guidance_scale": 3.0}, "guidance_scale=3.0 needs class_labels"),
+    (class_pipeline, {"class_labels": "zebra"}, "class label 'zebra' is not a label of this model; choose one of "
+                                                "'cat'"),
+    (class_pipeline, {"class_labels": 3}, r"class id 3 is out of range: this model has classes 0..2"),
+    (class_pipeline, {"class_labels": [0, 1, 2]}, "class_labels has 3 entries for 2 images"),
+    (class_pipeline, {"class_labels": 0, "guidance_scale": -1.0}, "guidance_scale must be a number >= 0"),
+])
+def test_bad_class_labels_are_one_line_errors(make, kwargs, message):
+    image, mask = digits_and_mask()
+    with pytest.raises(InputError, match=message) as error:
+        make()(image, mask, num_inference_steps=2, **kwargs)
+    assert "\n" not in str(error.value)

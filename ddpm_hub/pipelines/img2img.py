@@ -21,12 +21,12 @@ from __future__ import annotations
 import numbers
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import InputError
 from ..sampling import SAMPLERS, check_sampler_steps, sampling_pipeline
-from .components import as_ddpm_scheduler
+from .components import EditingPipeline
 from .image_inputs import ImageInput, check_output_type, model_image_shape, prepare_image, to_output
 
 
@@ -36,19 +36,16 @@ def sdedit_start(num_inference_steps: int, strength: float) -> int:
     return num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
 
 
-class DDPMImg2ImgPipeline(DiffusionPipeline):
-    """SDEdit image-to-image with any DDPMPipeline folder: `DDPMImg2ImgPipeline.from_pretrained(folder)`.
+class DDPMImg2ImgPipeline(EditingPipeline):
+    """SDEdit image-to-image with any DDPMPipeline folder: `DDPMImg2ImgPipeline.from_pretrained(folder)`; a
+    class-conditional folder (ClassConditionalDDPMPipeline's) loads too and edits toward `class_labels` with
+    classifier-free guidance.
 
-    Components: unet (a UNet2DModel), scheduler (the model's DDPM scheduler config: ours, or diffusers'
-    DDPMScheduler, read into ours). The sampler that denoises is chosen per call ("ddpm", "ddim", "dpm"), built from
-    that config by `ddpm_hub.sampling.sampler_scheduler`, as sampling builds it.
+    Components (`EditingPipeline`): unet (a UNet2DModel), scheduler (the model's DDPM scheduler config: ours, or
+    diffusers' DDPMScheduler, read into ours), id2label (a class-conditional model's class names). The sampler that
+    denoises is chosen per call ("ddpm", "ddim", "dpm"), built from that config by
+    `ddpm_hub.sampling.sampler_scheduler`, as sampling builds it.
     """
-
-    model_cpu_offload_seq = "unet"
-
-    def __init__(self, unet, scheduler):
-        super().__init__()
-        self.register_modules(unet=unet, scheduler=as_ddpm_scheduler(scheduler, type(self).__name__))
 
     @torch.no_grad()
     def __call__(
@@ -60,6 +57,8 @@ class DDPMImg2ImgPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        class_labels=None,
+        guidance_scale: float | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Noise `image` to `strength` of the way and denoise it back.
 
@@ -73,6 +72,11 @@ class DDPMImg2ImgPipeline(DiffusionPipeline):
             generator: torch generator(s) for the noise (z first, then the sampler's).
             output_type: "pil", "np" ([N x H x W x C] in [0, 1]) or "pt" ([N x C x H x W] in [0, 1]).
             return_dict: an ImagePipelineOutput, else a tuple.
+            class_labels: for a class-conditional model, the class to edit toward: ids or names (`pipe.id2label`),
+                one per image or one for all (ClassConditionalDDPMPipeline's spellings); None: its "no class" id
+                (unconditional). An error for an unconditional model.
+            guidance_scale: classifier-free guidance scale s >= 0 with class_labels (None:
+                ClassConditionalDDPMPipeline's DEFAULT_GUIDANCE_SCALE; 1: the conditional model alone).
         """
         check_output_type(output_type)
         if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
@@ -91,7 +95,9 @@ class DDPMImg2ImgPipeline(DiffusionPipeline):
 
         # the sampler built from the model's config, and the network as that sampler sees it (MeanOnly for ODEs)
         denoiser = sampling_pipeline(self.unet, self.scheduler.config, sampler)
-        scheduler, model = denoiser.scheduler, denoiser.unet
+        scheduler = denoiser.scheduler
+        # (x_t, t) -> the model output that sampler takes: guided for class labels, over the network it sees
+        predict = self.model_output(class_labels, guidance_scale, x0.shape[0], unet=denoiser.unet)
         check_sampler_steps(scheduler, int(num_inference_steps))
         scheduler.set_timesteps(int(num_inference_steps), device=device)
         start = sdedit_start(int(num_inference_steps), float(strength)) * scheduler.order
@@ -102,7 +108,7 @@ class DDPMImg2ImgPipeline(DiffusionPipeline):
             # x_{t_0} ~ q(x_{t_0}|x_0) = N(sqrt(abar_{t_0}) x_0, (1-abar_{t_0}) I) (note 001 特性2)
             x = self.scheduler.add_noise(x0, z, timesteps[:1].repeat(x0.shape[0]))
             for t in self.progress_bar(timesteps):
-                x = scheduler.step(model(x, t).sample, t, x, generator=generator).prev_sample
+                x = scheduler.step(predict(x, t), t, x, generator=generator).prev_sample
 
         images = to_output(x, output_type)
         self.maybe_free_model_hooks()

@@ -34,12 +34,12 @@ import itertools
 import numbers
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import InputError
 from ..scheduling_ddpm import DDPMScheduler
-from .components import as_ddpm_scheduler
+from .components import EditingPipeline
 from .image_inputs import ImageInput, check_output_type, model_image_shape, prepare_image, prepare_mask, to_output
 
 
@@ -140,27 +140,18 @@ def repaint_step(scheduler: DDPMScheduler, model_output: torch.Tensor, timestep:
     return torch.where(mask, known, unknown)
 
 
-class DDPMInpaintPipeline(DiffusionPipeline):
+class DDPMInpaintPipeline(EditingPipeline):
     """RePaint inpainting with any DDPMPipeline folder: `DDPMInpaintPipeline.from_pretrained(folder)`.
 
     A drop-in for diffusers' deprecated RePaintPipeline (same arguments in the same order, same mask convention:
     1 keeps a pixel, 0 is filled in), for every prediction_type ("epsilon", "sample", "v_prediction") and
-    variance_type (learned ones included) of the model's own scheduler config.
+    variance_type (learned ones included) of the model's own scheduler config. A class-conditional folder
+    (ClassConditionalDDPMPipeline's) loads too and fills in toward `class_labels` with classifier-free guidance.
 
-    Components: unet (a UNet2DModel), scheduler (a DDPM scheduler config: ours, or diffusers' DDPMScheduler, read
-    into ours; its config is the model's, never re-typed).
+    Components (`EditingPipeline`): unet (a UNet2DModel), scheduler (a DDPM scheduler config: ours, or diffusers'
+    DDPMScheduler, read into ours; its config is the model's, never re-typed), id2label (a class-conditional
+    model's class names).
     """
-
-    model_cpu_offload_seq = "unet"
-
-    def __init__(self, unet, scheduler):
-        super().__init__()
-        self.register_modules(unet=unet, scheduler=as_ddpm_scheduler(scheduler, type(self).__name__))
-
-    def predict(self, sample: torch.Tensor, timestep: int | torch.Tensor) -> torch.Tensor:
-        """The network's output at (x_t, t): [N x C x H x W] ([N x 2C x H x W] for learned variances). The one place
-        the network is called; class-conditional models add their labels here."""
-        return self.unet(sample, timestep).sample
 
     @torch.no_grad()
     def __call__(
@@ -174,6 +165,8 @@ class DDPMInpaintPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        class_labels=None,
+        guidance_scale: float | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Fill in the masked pixels of `image`.
 
@@ -191,6 +184,11 @@ class DDPMInpaintPipeline(DiffusionPipeline):
             generator: torch generator(s) for the noise.
             output_type: "pil", "np" ([N x H x W x C] in [0, 1]) or "pt" ([N x C x H x W] in [0, 1]).
             return_dict: an ImagePipelineOutput, else a tuple.
+            class_labels: for a class-conditional model, the class to fill in toward: ids or names
+                (`pipe.id2label`), one per image or one for all (ClassConditionalDDPMPipeline's spellings); None:
+                its "no class" id (unconditional). An error for an unconditional model.
+            guidance_scale: classifier-free guidance scale s >= 0 with class_labels (None:
+                ClassConditionalDDPMPipeline's DEFAULT_GUIDANCE_SCALE; 1: the conditional model alone).
         """
         check_output_type(output_type)
         if eta is not None and eta != 1.0:
@@ -203,6 +201,7 @@ class DDPMInpaintPipeline(DiffusionPipeline):
         mask = prepare_mask(mask_image, original).to(device)
         if isinstance(generator, list) and len(generator) != original.shape[0]:
             raise InputError(f"{len(generator)} generators for {original.shape[0]} images: give one per image")
+        predict = self.model_output(class_labels, guidance_scale, original.shape[0])  # (x_t, t) -> model output
 
         self.scheduler.set_timesteps(n, device=device)
         timesteps = self.scheduler.timesteps.tolist()
@@ -213,7 +212,7 @@ class DDPMInpaintPipeline(DiffusionPipeline):
         for a, b in self.progress_bar(list(itertools.pairwise(path))):
             s, t = timestep_at(a), timestep_at(b)
             if b < a:  # down: x_s -> x_t, t the next scheduled timestep (-1: x_0)
-                x = repaint_step(self.scheduler, self.predict(x, s), s, x, original, mask, generator)
+                x = repaint_step(self.scheduler, predict(x, s), s, x, original, mask, generator)
             else:  # back up: x_s -> x_t ~ q(x_t|x_s)
                 x = forward_jump(self.scheduler, x, s, t, generator)
         x = torch.where(mask, original, x)  # the known pixels, exactly (the last step already gave them)
