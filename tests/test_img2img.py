@@ -6,6 +6,7 @@ import torch
 from conftest import tiny_unet
 from ddpm_hub import DDPMImg2ImgPipeline, DDPMScheduler
 from ddpm_hub.errors import InputError
+from ddpm_hub.pipelines.class_conditional import DEFAULT_GUIDANCE_SCALE  # noqa: E402
 
 CONFIG = {"num_train_timesteps": 20, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction"}
 
@@ -140,7 +141,7 @@ def guided_by_hand(unet, ids: list[int], s: float):
     (None, [3, 3], None, 1.0),  # no labels: the "no class" id, unguided
     ("dog", [1, 1], 1.0, 1.0),  # one for all, s = 1: the conditional model alone
     (["emu", 0], [2, 0], 3.0, 3.0),  # one per image, names and ids mixed
-    ([1, 2], [1, 2], None, 2.0),  # ClassConditionalDDPMPipeline.DEFAULT_GUIDANCE_SCALE
+    ([1, 2], [1, 2], None, DEFAULT_GUIDANCE_SCALE),  # the pipelines' default
 ])
 def test_a_class_conditional_edit_is_sdedit_with_the_guided_output(kind, labels, ids, guidance_scale, s):
     """Every sampler denoises with the guided output at each step (its mean channel for the ODE samplers)."""

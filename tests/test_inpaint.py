@@ -15,6 +15,7 @@ from conftest import tiny_unet
 from ddpm_hub import DDPMInpaintPipeline, DDPMScheduler
 from ddpm_hub.errors import InputError
 from ddpm_hub.pipelines.inpaint import forward_jump, network_evaluations, repaint_levels, repaint_step
+from ddpm_hub.pipelines.class_conditional import DEFAULT_GUIDANCE_SCALE  # noqa: E402
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
 VARIANCES = ("fixed_small", "fixed_large", "learned", "learned_range")
@@ -437,7 +438,7 @@ def record_steps(pipe, monkeypatch) -> list:
     (None, [3, 3], None, 1.0),  # no labels: the "no class" id, unguided
     ("dog", [1, 1], 1.0, 1.0),  # one label for all, s = 1: the conditional model alone
     (["emu", 0], [2, 0], 3.0, 3.0),  # one per image, names and ids mixed
-    ([1, 2], [1, 2], None, 2.0),  # ClassConditionalDDPMPipeline.DEFAULT_GUIDANCE_SCALE
+    ([1, 2], [1, 2], None, DEFAULT_GUIDANCE_SCALE),  # the pipelines' default
 ])
 @torch.no_grad()
 def test_each_step_takes_the_guided_output_and_the_known_pixels_stay(labels, ids, guidance_scale, s, monkeypatch):
@@ -450,14 +451,18 @@ def test_each_step_takes_the_guided_output_and_the_known_pixels_stay(labels, ids
     out = pipe(image, mask, num_inference_steps=5, jump_length=2, jump_n_sample=2, class_labels=labels,
                guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert len(calls) == network_evaluations(5, 2, 2)
+    largest_gap = 0.0
     for output, t, x in calls:
         conditional = pipe.unet(x, t, class_labels=torch.tensor(ids)).sample
         unconditional = pipe.unet(x, t, class_labels=torch.tensor([3, 3])).sample
+        largest_gap = max(largest_gap, float((conditional - unconditional)[:, :1].abs().max()))
         expected = torch.cat([unconditional[:, :1] + s * (conditional[:, :1] - unconditional[:, :1]),
                               conditional[:, 1:]], dim=1)
         # the pipeline runs both classes as one batch of 2B: float32 rounding differs from two B-batches by ~1e-7,
         # times s
         torch.testing.assert_close(output, expected, rtol=0, atol=1e-5)
+    if labels is not None:  # the classes differ enough that a wrong s would show beyond the tolerance
+        assert largest_gap > 1e-3, largest_gap
     expected_image = (image / 2 + 0.5).clamp(0, 1)
     assert torch.equal(out[mask], expected_image[mask]) and not torch.equal(out[~mask], expected_image[~mask])
 
