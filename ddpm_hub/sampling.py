@@ -70,12 +70,9 @@ def class_conditional_pipeline(unet, scheduler_config: Mapping[str, Any], kind: 
     return pipeline
 
 
-class MeanOnly(nn.Module):
-    """A learned-variance UNet2DModel seen through its first C output channels (the epsilon/x0/v prediction):
-    [N x 2C x H x W] -> [N x C x H x W]. Keeps config, dtype and device, which DDPMPipeline reads.
-
-    Why ours: diffusers' DPM-Solver slices a learned-variance output as [:, :3], right for RGB only (wrong for one
-    channel), and DDIM cannot take 2C channels at all."""
+class UNetView(nn.Module):
+    """A UNet2DModel seen through a different forward; keeps the config, dtype and device that diffusers' pipelines
+    and our likelihood code read. Subclasses define `forward`."""
 
     def __init__(self, unet):
         super().__init__()
@@ -92,6 +89,14 @@ class MeanOnly(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.unet.device
+
+
+class MeanOnly(UNetView):
+    """A learned-variance UNet2DModel seen through its first C output channels (the epsilon/x0/v prediction):
+    [N x 2C x H x W] -> [N x C x H x W].
+
+    Why ours: diffusers' DPM-Solver slices a learned-variance output as [:, :3], right for RGB only (wrong for one
+    channel), and DDIM cannot take 2C channels at all."""
 
     def forward(self, sample: torch.Tensor, timestep, **kwargs):
         from diffusers.models.unets.unet_2d import UNet2DOutput

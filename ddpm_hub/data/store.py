@@ -336,7 +336,7 @@ def _open(folder: Path, key: StoreKey) -> tuple[StoredImages | None, str | None]
 
 
 class _Damaged(Exception):
-    pass
+    """A store that fails its checks (the message says which); it is rebuilt, never read."""
 
 
 def _open_checked(folder: Path, key: StoreKey, manifest: dict) -> StoredImages:

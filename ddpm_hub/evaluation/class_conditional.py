@@ -15,36 +15,22 @@ import time
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import nn
 
 from ..pixels import quantize, to_nchw
-from ..sampling import class_conditional_pipeline, generate
+from ..sampling import UNetView, class_conditional_pipeline, generate
 from .digits import DigitsClassifier, digits_metrics, load_digits_classifier, to_digits_tensor
 from .likelihood import heldout_bits_per_dim
 from .pixel_pca import pixel_metrics
 
 
-class WithClassLabels(nn.Module):
+class WithClassLabels(UNetView):
     """A class-conditional UNet2DModel seen as an unconditional one for fixed class ids [B]: f(x_t, t) = unet(x_t,
-    t, class_labels=ids). Keeps config, dtype and device, which the bits/dim code reads. Why ours: the likelihood
-    code (`ddpm_hub.likelihood.bits_per_dim`) calls model(x_t, t) on the whole batch of images, in order."""
+    t, class_labels=ids). Why ours: the likelihood code (`ddpm_hub.likelihood.bits_per_dim`) calls model(x_t, t) on
+    the whole batch of images, in order."""
 
     def __init__(self, unet, class_ids: torch.Tensor):
-        super().__init__()
-        self.unet = unet
+        super().__init__(unet)
         self.register_buffer("class_ids", class_ids.long(), persistent=False)
-
-    @property
-    def config(self):
-        return self.unet.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
 
     def forward(self, sample: torch.Tensor, timestep, **kwargs):
         assert sample.shape[0] == self.class_ids.shape[0], "one class id per image"
