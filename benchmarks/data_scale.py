@@ -1,10 +1,12 @@
 """Data at scale: the decoded store against the data path of diffusers' train_unconditional.py, and the store's two
 candidates (datasets' Arrow cache, our raw uint8 memmap) against each other, on a folder of photo-sized images.
 
-    python benchmarks/data_scale.py generate                 # 20,000 images + the first 100 (not timed: shared-run)
-    /work/bin/quiet-run python benchmarks/data_scale.py stores   # Arrow cache vs memmap store
-    /work/bin/quiet-run python benchmarks/data_scale.py train    # train_ddpm.py vs the example's data path
-    python benchmarks/data_scale.py table                    # the tables from the saved results
+    python benchmarks/data_scale.py generate     # 20,000 images + the first 100 (not timed)
+    python benchmarks/data_scale.py stores       # Arrow cache vs memmap store (idle machine)
+    python benchmarks/data_scale.py train        # train_ddpm.py vs the example's data path (idle machine)
+    python benchmarks/data_scale.py first-step   # the second run's launch, repeated (idle machine)
+    python benchmarks/data_scale.py throughput   # training images/s, longer, repeated (idle machine)
+    python benchmarks/data_scale.py table        # the tables from the saved results
 
 The folder (`generate`, deterministic per --seed): --images photo-like pictures (a smooth random field, a few
 ellipses and rectangles, +-6 levels of noise), each side 256-640 px, half PNG (zlib level 1) and half JPEG (quality
@@ -34,7 +36,11 @@ time from launch to the first training step (the parent's clock and the child's)
 /proc/<pid>/smaps_rollup: after --steps steps, and after each rank has then read its whole share of the data once
 (one pass of its DataLoader, no model), which is when a memory-mapped store is fully counted.
 
-Every timing needs the machine to itself (/work/bin/quiet-run); results are cached as JSON in --work_dir/results, so
+`first-step` and `throughput` measure two of the goals on their own, in rounds run alternately so that one slow
+launch or a drift of the machine cannot decide them: the launch of a second run against a 100-image run (both with
+their store built), and training images/s over --throughput_steps steps, ours against the example.
+
+Every timing needs the machine to itself; results are cached as JSON in --work_dir/results, so
 an interrupted run continues; delete a file to measure it again.
 """
 
@@ -551,6 +557,63 @@ def phase_train(args: argparse.Namespace) -> None:
     print(train_table(args))
 
 
+def phase_first_step(args: argparse.Namespace) -> None:
+    """The second-run goal on its own, measured so that one slow launch cannot decide it: a first run from an empty
+    store (its decode is the yardstick), then --repeats rounds of (second run on the 20,000 images, run on the
+    100-image folder's store), alternating, each --first_step_steps steps, 1 process. The launch-to-first-step
+    difference between the two is what the large dataset adds once its store exists."""
+    work = Path(args.work_dir)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OMP_NUM_THREADS", None)
+    short = argparse.Namespace(**{**vars(args), "steps": args.first_step_steps})
+    cache = work / "caches" / "first-step-store"
+    big, small = image_folder(args, args.images), image_folder(args, args.small_images)
+    store = ["--data_cache_dir", str(cache)]
+
+    def run(name: str, folder: Path) -> dict:
+        return watch(ours_command(short, folder, name, 1, store), work / "markers", 1, env, 3600)
+
+    def first() -> dict:
+        shutil.rmtree(cache, ignore_errors=True)
+        result = run("first-step-first", big)
+        result["decode_seconds"] = _decode_seconds(cache, args.images)
+        return result
+
+    cached(work / "results" / "first-step" / "first.json", first)
+    cached(work / "results" / "first-step" / "small-build.json", lambda: run("first-step-small", small))
+    for repeat in range(args.repeats):
+        for label, folder in (("second", big), ("small", small)):
+            cached(work / "results" / "first-step" / f"{label}-{repeat}.json",
+                   lambda label=label, folder=folder: run(f"first-step-{label}", folder))
+    print(first_step_table(args))
+
+
+def phase_throughput(args: argparse.Namespace) -> None:
+    """Training images/s once started, ours (the store, second run) against the example's data path, 1 process,
+    --throughput_steps steps each, alternating for --repeats rounds so that a drift of the machine hits both."""
+    work = Path(args.work_dir)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OMP_NUM_THREADS", None)
+    long = argparse.Namespace(**{**vars(args), "steps": args.throughput_steps})
+    big = image_folder(args, args.images)
+    store = ["--data_cache_dir", str(work / "caches" / "first-step-store")]
+    example_cache = work / "caches" / "throughput-example"
+    run_json(store_command(args, "memmap", "build", big, work / "caches" / "first-step-store", 2))  # exists: opens
+    for repeat in range(args.repeats):
+        for label in ("ours", "example"):
+            command = ours_command(long, big, "throughput", 1, store) if label == "ours" else \
+                example_command(long, big, 1, example_cache)
+            cached(work / "results" / "throughput" / f"{label}-{repeat}.json",
+                   lambda command=command: watch(command, work / "markers", 1, env, 3600))
+    print(throughput_table(args))
+
+
+def _decode_seconds(cache: Path, images: int) -> float | None:
+    for manifest in cache.glob(f"images-{images}-*/*/manifest.json"):
+        return json.loads(manifest.read_text())["decode_seconds"]
+    return None
+
+
 # ------------------------------------------------------------------------------------------------- the tables
 def _load(args: argparse.Namespace, phase: str, name: str) -> dict | None:
     path = Path(args.work_dir) / "results" / phase / f"{name}.json"
@@ -636,16 +699,66 @@ def train_table(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _spread(values: list[float]) -> str:
+    import statistics
+
+    middle = statistics.median(values)
+    return f"{middle:.1f} (min {min(values):.1f}, max {max(values):.1f}, n = {len(values)})"
+
+
+def first_step_table(args: argparse.Namespace) -> str:
+    first = _load(args, "first-step", "first")
+    runs = {label: [_run_figures(r) for i in range(args.repeats) if (r := _load(args, "first-step", f"{label}-{i}"))]
+            for label in ("second", "small")}
+    if not first or not runs["second"] or not runs["small"]:
+        return "first-step: not measured yet"
+    import statistics
+
+    decode = first["decode_seconds"]
+    second = [r["first_step"] for r in runs["second"]]
+    small = [r["first_step"] for r in runs["small"]]
+    setup = [r["setup"] for r in runs["second"]]
+    added = statistics.median(second) - statistics.median(small)
+    return "\n".join([
+        f"Launch to the first training step, 1 process, the store already built ({args.images} images vs "
+        f"{args.small_images}), median over rounds run alternately:", "",
+        "| run | launch to first step (s) | data + model set-up (s) |", "|---|---|---|",
+        f"| first run, {args.images} images (decodes the store) | {_run_figures(first)['first_step']:.1f} | "
+        f"{_run_figures(first)['setup']:.1f} |",
+        f"| second run, {args.images} images | {_spread(second)} | {_spread(setup)} |",
+        f"| {args.small_images} images | {_spread(small)} | {_spread([r['setup'] for r in runs['small']])} |",
+        "", f"- the first run's decode: {decode:.1f} s; what the {args.images} images add to a second run's launch "
+        f"(median second minus median {args.small_images}-image run): {added:.1f} s = {100 * added / decode:.1f}% "
+        f"of it (goal < 5%); its data + model set-up alone: {100 * statistics.median(setup) / decode:.1f}%"])
+
+
+def throughput_table(args: argparse.Namespace) -> str:
+    import statistics
+
+    rates = {label: [_run_figures(r)["images_per_second"] for i in range(args.repeats)
+                     if (r := _load(args, "throughput", f"{label}-{i}"))] for label in ("ours", "example")}
+    if not rates["ours"] or not rates["example"]:
+        return "throughput: not measured yet"
+    ours, example = statistics.mean(rates["ours"]), statistics.mean(rates["example"])
+    rows = " / ".join(f"{o:.1f} vs {e:.1f}" for o, e in zip(rates["ours"], rates["example"]))
+    return (f"Training images/s from step 5 to {args.throughput_steps}, 1 process, {args.images} images, rounds run "
+            f"alternately (ours vs example per round: {rows}): ours {ours:.1f}, example {example:.1f}, "
+            f"{ours / example:.2f}x (goal >= 1)")
+
+
 # ------------------------------------------------------------------------------------------------- the command line
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("generate", "stores", "train", "table", "child-ours", "child-example",
-                                     "child-store"))
-    p.add_argument("--work_dir", default="/work/runs/data-scale", help="images, caches, results (not in the repo)")
+    p.add_argument("phase", choices=("generate", "stores", "train", "first-step", "throughput", "table",
+                                     "child-ours", "child-example", "child-store"))
+    p.add_argument("--work_dir", default="data-scale", help="images, caches, results (git ignores ./data-scale)")
     p.add_argument("--images", type=int, default=20000, help="images in the large folder")
     p.add_argument("--small_images", type=int, default=100, help="images in the small folder")
     p.add_argument("--seed", type=int, default=0, help="the folder's generation seed")
     p.add_argument("--steps", type=int, default=40, help="training steps per run (images/s over steps 5..steps)")
+    p.add_argument("--repeats", type=int, default=3, help="first-step and throughput: rounds, run alternately")
+    p.add_argument("--first_step_steps", type=int, default=3, help="first-step: training steps per run")
+    p.add_argument("--throughput_steps", type=int, default=120, help="throughput: training steps per run")
     p.add_argument("--example_workers", type=int, default=2, help="the example's DataLoader workers per process")
     p.add_argument("--read_batches", type=int, default=150, help="stores: random batches of 64 read per candidate")
     p.add_argument("rest", nargs="*", help="a child's own arguments")
@@ -662,8 +775,12 @@ def main() -> None:
         phase_stores(args)
     elif args.phase == "train":
         phase_train(args)
+    elif args.phase == "first-step":
+        phase_first_step(args)
+    elif args.phase == "throughput":
+        phase_throughput(args)
     elif args.phase == "table":
-        print(stores_table(args) + "\n\n" + train_table(args))
+        print("\n\n".join((stores_table(args), train_table(args), first_step_table(args), throughput_table(args))))
     elif args.phase == "child-example":
         child_example(args, Path(args.rest[0]), Path(args.rest[1]))
     elif args.phase == "child-store":
