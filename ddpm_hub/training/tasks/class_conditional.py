@@ -54,7 +54,7 @@ class ClassConditionalTask(ClassifierFreeGuidance, UnconditionalTask):
                                 "--label_column")
         group.add_argument("--label_column", default="label",
                            help="the class column of a --dataset_name dataset: a ClassLabel, integers or strings")
-        group.add_argument("--eval_guidance_scales", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 5.0],
+        group.add_argument("--eval_guidance_scales", type=float, nargs="+", default=[1.0, 1.3, 2.0, 3.0, 5.0],
                            help="guidance scales the evaluation samples at, each scored on its own")
 
     def check_args(self) -> None:
