@@ -52,6 +52,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -539,8 +540,7 @@ def train_runs(args: argparse.Namespace) -> list[tuple[str, str, Path, int, list
 
 def phase_train(args: argparse.Namespace) -> None:
     work = Path(args.work_dir)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("OMP_NUM_THREADS", None)  # one process: torch's default (every core); torchrun sets 1 per process
+    env = child_env()
     for name, kind, folder, procs, extra in train_runs(args):
         def measure(name=name, kind=kind, folder=folder, procs=procs, extra=extra):
             if name == "ours-store-first-1p":
@@ -557,14 +557,21 @@ def phase_train(args: argparse.Namespace) -> None:
     print(train_table(args))
 
 
+def child_env() -> dict:
+    """The timed children's environment: the repo importable; one process gets torch's default threads (every core),
+    torchrun sets 1 per process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OMP_NUM_THREADS", None)
+    return env
+
+
 def phase_first_step(args: argparse.Namespace) -> None:
     """The second-run goal on its own, measured so that one slow launch cannot decide it: a first run from an empty
     store (its decode is the yardstick), then --repeats rounds of (second run on the 20,000 images, run on the
     100-image folder's store), alternating, each --first_step_steps steps, 1 process. The launch-to-first-step
     difference between the two is what the large dataset adds once its store exists."""
     work = Path(args.work_dir)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("OMP_NUM_THREADS", None)
+    env = child_env()
     short = argparse.Namespace(**{**vars(args), "steps": args.first_step_steps})
     cache = work / "caches" / "first-step-store"
     big, small = image_folder(args, args.images), image_folder(args, args.small_images)
@@ -576,7 +583,7 @@ def phase_first_step(args: argparse.Namespace) -> None:
     def first() -> dict:
         shutil.rmtree(cache, ignore_errors=True)
         result = run("first-step-first", big)
-        result["decode_seconds"] = _decode_seconds(cache, args.images)
+        result["decode_seconds"] = decode_seconds(cache, args.images)
         return result
 
     cached(work / "results" / "first-step" / "first.json", first)
@@ -592,13 +599,13 @@ def phase_throughput(args: argparse.Namespace) -> None:
     """Training images/s once started, ours (the store, second run) against the example's data path, 1 process,
     --throughput_steps steps each, alternating for --repeats rounds so that a drift of the machine hits both."""
     work = Path(args.work_dir)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("OMP_NUM_THREADS", None)
+    env = child_env()
     long = argparse.Namespace(**{**vars(args), "steps": args.throughput_steps})
     big = image_folder(args, args.images)
-    store = ["--data_cache_dir", str(work / "caches" / "first-step-store")]
+    cache = work / "caches" / "first-step-store"
+    store = ["--data_cache_dir", str(cache)]
     example_cache = work / "caches" / "throughput-example"
-    run_json(store_command(args, "memmap", "build", big, work / "caches" / "first-step-store", 2))  # exists: opens
+    run_json(store_command(args, "memmap", "build", big, cache, 2))  # built by first-step: opens it
     for repeat in range(args.repeats):
         for label in ("ours", "example"):
             command = ours_command(long, big, "throughput", 1, store) if label == "ours" else \
@@ -606,12 +613,6 @@ def phase_throughput(args: argparse.Namespace) -> None:
             cached(work / "results" / "throughput" / f"{label}-{repeat}.json",
                    lambda command=command: watch(command, work / "markers", 1, env, 3600))
     print(throughput_table(args))
-
-
-def _decode_seconds(cache: Path, images: int) -> float | None:
-    for manifest in cache.glob(f"images-{images}-*/*/manifest.json"):
-        return json.loads(manifest.read_text())["decode_seconds"]
-    return None
 
 
 # ------------------------------------------------------------------------------------------------- the tables
@@ -652,9 +653,9 @@ def _run_figures(result: dict) -> dict:
             "pss_peak": result["pss_peak_mb"]}
 
 
-def store_decode_seconds(args: argparse.Namespace) -> float | None:
-    """The first run's decode, from its store's manifest."""
-    for manifest in (Path(args.work_dir) / "caches" / "train-store").glob(f"images-{args.images}-*/*/manifest.json"):
+def decode_seconds(cache: Path, images: int) -> float | None:
+    """The decode time a store under `cache` of the `images`-image folder records in its manifest."""
+    for manifest in cache.glob(f"images-{images}-*/*/manifest.json"):
         return json.loads(manifest.read_text())["decode_seconds"]
     return None
 
@@ -670,7 +671,7 @@ def train_table(args: argparse.Namespace) -> str:
                      f"{values['images_per_second']:.0f} | {values['pss_steps']:.0f} | {values['pss_pass']:.0f} | "
                      f"{values['pss_peak']:.0f} |")
     lines += ["", "Goals:"]
-    decode = store_decode_seconds(args)
+    decode = decode_seconds(Path(args.work_dir) / "caches" / "train-store", args.images)
     second = figures.get("ours-store-second-1p")
     if decode and second:
         lines.append(f"- second run to its first step: {second['first_step']:.1f} s from launch ({second['setup']:.2f} "
@@ -700,8 +701,6 @@ def train_table(args: argparse.Namespace) -> str:
 
 
 def _spread(values: list[float]) -> str:
-    import statistics
-
     middle = statistics.median(values)
     return f"{middle:.1f} (min {min(values):.1f}, max {max(values):.1f}, n = {len(values)})"
 
@@ -712,8 +711,6 @@ def first_step_table(args: argparse.Namespace) -> str:
             for label in ("second", "small")}
     if not first or not runs["second"] or not runs["small"]:
         return "first-step: not measured yet"
-    import statistics
-
     decode = first["decode_seconds"]
     second = [r["first_step"] for r in runs["second"]]
     small = [r["first_step"] for r in runs["small"]]
@@ -733,15 +730,15 @@ def first_step_table(args: argparse.Namespace) -> str:
 
 
 def throughput_table(args: argparse.Namespace) -> str:
-    import statistics
-
-    rates = {label: [_run_figures(r)["images_per_second"] for i in range(args.repeats)
-                     if (r := _load(args, "throughput", f"{label}-{i}"))] for label in ("ours", "example")}
-    if not rates["ours"] or not rates["example"]:
+    results = {label: [r for i in range(args.repeats) if (r := _load(args, "throughput", f"{label}-{i}"))]
+               for label in ("ours", "example")}
+    if not results["ours"] or not results["example"]:
         return "throughput: not measured yet"
+    rates = {label: [_run_figures(r)["images_per_second"] for r in runs] for label, runs in results.items()}
+    steps = len(results["ours"][0]["markers"]["steps"]["step_times"])  # as run, whatever the flag says now
     ours, example = statistics.mean(rates["ours"]), statistics.mean(rates["example"])
     rows = " / ".join(f"{o:.1f} vs {e:.1f}" for o, e in zip(rates["ours"], rates["example"]))
-    return (f"Training images/s from step 5 to {args.throughput_steps}, 1 process, {args.images} images, rounds run "
+    return (f"Training images/s from step 5 to {steps}, 1 process, {args.images} images, rounds run "
             f"alternately (ours vs example per round: {rows}): ours {ours:.1f}, example {example:.1f}, "
             f"{ours / example:.2f}x (goal >= 1)")
 
