@@ -82,6 +82,14 @@ def tmp_dir(tmp_path):
     return tmp_path
 
 
+def rank_weight_digests(output: str) -> dict[int, str]:
+    """{rank: sha256} from the "[rank R] weights sha256 H" lines each process of a run prints at the end. Found by
+    pattern, not by line: two ranks' prints can land on one line of the combined output."""
+    import re
+
+    return {int(rank): digest for rank, digest in re.findall(r"\[rank (\d+)\] weights sha256 ([0-9a-f]{64})", output)}
+
+
 def tensorboard_scalars(logs) -> dict:
     """tensorboard scalars written under the folder logs: {tag: [(step, value), ...]}."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -16,7 +16,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train_ddpm  # noqa: E402
-from conftest import TINY_UNET, cold_environment, tensorboard_scalars  # noqa: E402
+from conftest import TINY_UNET, cold_environment, rank_weight_digests, tensorboard_scalars  # noqa: E402
 
 from ddpm_hub import ClassConditionalDDPMPipeline  # noqa: E402
 from ddpm_hub.errors import InputError  # noqa: E402
@@ -388,8 +388,8 @@ def test_two_processes_end_identical(tmp_path, tiny_config):
                                                    "--checkpointing_steps", "3", "--train_batch_size", "16")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    digests = sorted(line for line in (result.stdout + result.stderr).splitlines() if "weights sha256" in line)
-    assert len(digests) == 2 and digests[0].split()[-1] == digests[1].split()[-1]
+    digests = rank_weight_digests(result.stdout + result.stderr)
+    assert sorted(digests) == [0, 1] and digests[0] == digests[1]
     assert (out / "checkpoint-3" / "random_states_1.pkl").is_file() and (out / "pipeline.py").is_file()
     assert json.loads((out / "checkpoint-3" / "training_state.json").read_text())["global_step"] == 3
 

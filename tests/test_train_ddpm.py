@@ -14,7 +14,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train_ddpm  # noqa: E402
-from conftest import TINY_UNET, tensorboard_scalars  # noqa: E402
+from conftest import TINY_UNET, rank_weight_digests, tensorboard_scalars  # noqa: E402
 
 
 
@@ -311,9 +311,9 @@ def test_two_processes_on_cpu_end_identical(tmp_path, tiny_config):
                                                    "--checkpointing_steps", "3", "--train_batch_size", "16")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    digests = sorted(line for line in (result.stdout + result.stderr).splitlines() if "weights sha256" in line)
-    assert len(digests) == 2 and digests[0].startswith("[rank 0]") and digests[1].startswith("[rank 1]")
-    assert digests[0].split()[-1] == digests[1].split()[-1]
+    digests = rank_weight_digests(result.stdout + result.stderr)
+    assert sorted(digests) == [0, 1]
+    assert digests[0] == digests[1]
     checkpoint = out / "checkpoint-3"
     assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
     top_level = sorted(p.name for p in out.iterdir())
