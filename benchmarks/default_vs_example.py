@@ -14,11 +14,12 @@ For each seed, in one run on this machine and one after the other:
      seconds from start to exit, export included. Its step count is set from its own speed over its first 30
      steps so that the cosine schedule ends when the time does (the best case for it);
   3. both exported folders sampled with DDPM 1000, DDPM 250, DDPM 100 (the pipeline's own sampler) and DPM-Solver++
-     25 (swapped in from the saved config), --num_samples images from sampling seed 0, scored in two independent
+     25 (swapped in from the saved config), --num_samples images from each of --sampling_seeds (default 0), scored in two independent
      feature spaces against the 360 held-out digits, each next to its real-vs-real floor at the same N:
      the digits CNN's (`ddpm_hub.evaluation.digits_metrics`) and the pixel-PCA space
      (`ddpm_hub.evaluation.pixel_pca.pixel_metrics`, no learned network).
-The table gives each distance as mean +- std over the seeds, and ours / example (below 1: ours is closer to the
+The table gives each distance as mean +- std over the training seeds (each seed's value the mean over its sampling
+seeds), and ours / example (below 1: ours is closer to the
 real digits). Results are kept in --work_dir (JSON per model and row), so an interrupted run continues.
 """
 
@@ -141,8 +142,9 @@ def example_loop(seconds: float | None, output_dir: Path, seed: int, logger: str
 
 
 # ------------------------------------------------------------------------------------------------- scoring
-def score(folder: Path, kind: str, steps: int, num_samples: int, batch_size: int) -> dict:
-    """Both feature spaces' distances (with floors) of num_samples images the folder's pipeline samples."""
+def score(folder: Path, kind: str, steps: int, num_samples: int, batch_size: int, seed: int = 0) -> dict:
+    """Both feature spaces' distances (with floors) of num_samples images the folder's pipeline samples from
+    sampling seed `seed`."""
     from ddpm_hub.evaluation import digits_metrics
     from ddpm_hub.evaluation.pixel_pca import pixel_metrics
     from ddpm_hub.export import load_pipeline_parts
@@ -152,7 +154,7 @@ def score(folder: Path, kind: str, steps: int, num_samples: int, batch_size: int
     unet, scheduler = load_pipeline_parts(folder)
     started = time.perf_counter()
     images = quantize(to_nchw(generate(sampling_pipeline(unet, scheduler.config, kind), num_samples,
-                                       num_inference_steps=steps, batch_size=batch_size, seed=0)))
+                                       num_inference_steps=steps, batch_size=batch_size, seed=seed)))
     seconds = time.perf_counter() - started
     digits, pixels = digits_metrics(images), pixel_metrics(images)
     return {"digits_fd": digits["fd"], "digits_floor": digits["fd_floor"], "confidence": digits["confidence"],
@@ -206,13 +208,19 @@ def main(args: argparse.Namespace) -> None:
             continue
         for name, folder in (("ours", ours), ("example", example)):
             for label, kind, steps in rows:
-                key = f"{name}-{seed}-{kind}{steps}"
-                results[key] = cached(work / f"{key}.json", lambda: score(folder, kind, steps, args.num_samples,
-                                                                          args.batch_size))
-                print(f"  {key}: digits {results[key]['digits_fd']:.3f}, pixels {results[key]['pixel_fd']:.3f}",
-                      file=sys.stderr, flush=True)
+                for sampling_seed in args.sampling_seeds:
+                    key = score_key(name, seed, kind, steps, sampling_seed)
+                    results[key] = cached(work / f"{key}.json", lambda: score(
+                        folder, kind, steps, args.num_samples, args.batch_size, sampling_seed))
+                    print(f"  {key}: digits {results[key]['digits_fd']:.3f}, pixels {results[key]['pixel_fd']:.3f}",
+                          file=sys.stderr, flush=True)
     if not args.train_only:
         print(format_table(results, args, rows))
+
+
+def score_key(name: str, seed: int, kind: str, steps: int, sampling_seed: int) -> str:
+    """The cached result's name: sampling seed 0 keeps the name it had before there were several."""
+    return f"{name}-{seed}-{kind}{steps}" + (f"-s{sampling_seed}" if sampling_seed else "")
 
 
 def _mean_std(values: list[float]) -> str:
@@ -220,8 +228,8 @@ def _mean_std(values: list[float]) -> str:
 
 
 def format_table(results: dict, args: argparse.Namespace, rows) -> str:
-    lines = [f"seeds {args.seeds}, {args.num_samples} samples per row, sampling seed 0; ours: train_ddpm.py "
-             f"{shlex.join(args.ours_args) or '(no arguments)'}", ""]
+    lines = [f"seeds {args.seeds}, {args.num_samples} samples per row, sampling seeds {args.sampling_seeds}; "
+             f"ours: train_ddpm.py {shlex.join(args.ours_args) or '(no arguments)'}", ""]
     lines += ["| run | wall s | steps | images/s while training |", "|---|---|---|---|"]
     for seed in args.seeds:
         run = results[f"train/{seed}"]
@@ -235,9 +243,12 @@ def format_table(results: dict, args: argparse.Namespace, rows) -> str:
               "|---|---|---|---|---|---|"]
     for label, kind, steps in rows:
         for space in ("digits", "pixel"):
-            ours = [results[f"ours-{seed}-{kind}{steps}"][f"{space}_fd"] for seed in args.seeds]
-            example = [results[f"example-{seed}-{kind}{steps}"][f"{space}_fd"] for seed in args.seeds]
-            floor = statistics.mean(results[f"ours-{seed}-{kind}{steps}"][f"{space}_floor"] for seed in args.seeds)
+            # one value per training seed: the mean over the sampling seeds, so the std is the training seeds' spread
+            ours, example = ([statistics.mean(results[score_key(name, seed, kind, steps, s)][f"{space}_fd"]
+                                              for s in args.sampling_seeds) for seed in args.seeds]
+                             for name in ("ours", "example"))
+            floor = statistics.mean(results[score_key("ours", seed, kind, steps, s)][f"{space}_floor"]
+                                    for seed in args.seeds for s in args.sampling_seeds)
             ratio = statistics.mean(ours) / statistics.mean(example)
             lines.append(f"| {label} {steps} | {space} | {_mean_std(ours)} | {_mean_std(example)} | {ratio:.2f}x | "
                          f"{floor:.3f} |")
@@ -247,6 +258,9 @@ def format_table(results: dict, args: argparse.Namespace, rows) -> str:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sampling_seeds", type=int, nargs="+", default=[0],
+                   help="each trained model is scored once per sampling seed and its distance is their mean (at 256 "
+                        "samples one sampling seed's digits distance varies by about 1.8)")
     p.add_argument("--num_samples", type=int, default=256)
     p.add_argument("--batch_size", type=int, default=256, help="images sampled per batch")
     p.add_argument("--quick", action="store_true", help="score with DDPM 100 and DPM-Solver++ 25 only")

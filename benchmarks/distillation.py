@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--start_steps", type=int, default=128,
                    help="with --distilled: the --distill_start_steps it was made with (its teacher's DDIM row)")
     p.add_argument("--num_samples", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="sampling seeds: each row is scored once per seed and the table gives mean +- std (at 256 "
+                        "samples one seed's digits FD varies by about 1.8 from seed to seed)")
     p.add_argument("--output", default=None, help="also write the rows as JSON")
     return p.parse_args()
 
@@ -64,18 +67,28 @@ def distill(args: argparse.Namespace) -> tuple[Path, dict]:
 
 
 def score(pipeline, steps: int, args: argparse.Namespace, classifier) -> dict:
-    """Digits metrics and pixel-PCA distance of --num_samples images, with the sampling seconds."""
+    """Digits metrics and pixel-PCA distance of --num_samples images per sampling seed, each averaged over
+    --seeds (with their standard deviation as `fd_std`, `pixel_fd_std`), and the mean sampling seconds."""
+    runs = [score_one(pipeline, steps, args.num_samples, seed, classifier) for seed in args.seeds]
+    mean = {key: statistics.mean(run[key] for run in runs) for key in runs[0] if key != "classes_covered"}
+    std = {f"{key}_std": statistics.stdev(run[key] for run in runs) if len(runs) > 1 else 0.0
+           for key in ("fd", "pixel_fd")}
+    return {**mean, **std, "steps": steps, "classes_covered": min(run["classes_covered"] for run in runs),
+            "per_seed_fd": [run["fd"] for run in runs], "per_seed_pixel_fd": [run["pixel_fd"] for run in runs]}
+
+
+def score_one(pipeline, steps: int, num_samples: int, seed: int, classifier) -> dict:
+    """Digits metrics and pixel-PCA distance of num_samples images from one sampling seed, with the seconds."""
     from ddpm_hub.evaluation import digits_metrics
     from ddpm_hub.evaluation.pixel_pca import pixel_metrics
     from ddpm_hub.pixels import quantize, to_nchw
     from ddpm_hub.sampling import generate
 
     started = time.perf_counter()
-    images = quantize(to_nchw(generate(pipeline, args.num_samples, num_inference_steps=steps, batch_size=256,
-                                       seed=args.seed)))
+    images = quantize(to_nchw(generate(pipeline, num_samples, num_inference_steps=steps, batch_size=256, seed=seed)))
     seconds = time.perf_counter() - started
-    digits, pixels = digits_metrics(images, classifier=classifier, seed=args.seed), pixel_metrics(images, seed=args.seed)
-    return {"steps": steps, "seconds": seconds, "pixel_fd": pixels["fd"], "pixel_fd_floor": pixels["fd_floor"],
+    digits, pixels = digits_metrics(images, classifier=classifier, seed=seed), pixel_metrics(images, seed=seed)
+    return {"seconds": seconds, "pixel_fd": pixels["fd"], "pixel_fd_floor": pixels["fd_floor"],
             **{key: digits[key] for key in ("fd", "fd_floor", "fd_ratio", "confidence", "classes_covered")}}
 
 
@@ -97,7 +110,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     for label, kind, steps in [*TEACHER_ROWS[:4], ("DDIM", "ddim", start), *TEACHER_ROWS[4:]]:
         rows.append({"model": "teacher", "sampler": label, **score(sampling_pipeline(unet, scheduler.config, kind),
                                                                     steps, args, classifier)})
-        print(f"  teacher {label} {steps}: FD {rows[-1]['fd']:.2f} in {rows[-1]['seconds']:.1f}s", file=sys.stderr)
+        print(f"  teacher {label} {steps}: FD {rows[-1]['per_seed_fd']} in {rows[-1]['seconds']:.1f}s", file=sys.stderr)
+        save_rows(rows, timings, args)
     for steps in STUDENT_STEPS:
         folder = distilled / f"round-{steps}"
         if not folder.is_dir():
@@ -106,24 +120,32 @@ def main(args: argparse.Namespace) -> list[dict]:
         pipeline.set_progress_bar_config(disable=True)
         rows.append({"model": f"round-{steps}", "sampler": "distilled DDIM", **score(pipeline, steps, args,
                                                                                       classifier)})
-        print(f"  student {steps}: FD {rows[-1]['fd']:.2f} in {rows[-1]['seconds']:.1f}s", file=sys.stderr)
+        print(f"  student {steps}: FD {rows[-1]['per_seed_fd']} in {rows[-1]['seconds']:.1f}s", file=sys.stderr)
+        save_rows(rows, timings, args)
     print(format_table(rows, timings, args))
-    if args.output:
-        Path(args.output).write_text(json.dumps({"rows": rows, "timings": timings}, indent=2) + "\n")
     return rows
+
+
+def save_rows(rows: list[dict], timings: dict, args: argparse.Namespace) -> None:
+    """--output (if given) with the rows so far: a long run that stops early keeps what it scored."""
+    if args.output:
+        from ddpm_hub.atomic import atomic_write_text
+
+        atomic_write_text(Path(args.output), json.dumps({"rows": rows, "timings": timings}, indent=2) + "\n")
 
 
 def format_table(rows: list[dict], timings: dict, args: argparse.Namespace) -> str:
     reference = rows[0]
-    lines = [(f"teacher {args.teacher}, {args.num_samples} samples per row, seed {args.seed}; digits FD floor "
+    lines = [(f"teacher {args.teacher}, {args.num_samples} samples per row, sampling seeds {args.seeds} "
+              "(mean ± std over them); digits FD floor "
               f"{reference['fd_floor']:.2f}, pixel-PCA FD floor {reference['pixel_fd_floor']:.2f}; reference: "
               "teacher DDPM 1000"), "",
              ("| model | sampler | steps | FD | FD / DDPM 1000 | FD / floor | pixel FD | pixel FD / DDPM 1000 | "
               "confidence | classes | seconds | speed-up |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['fd']:.2f} | {r['fd'] / reference['fd']:.2f}x "
-                     f"| {r['fd_ratio']:.2f}x | {r['pixel_fd']:.2f} | {r['pixel_fd'] / reference['pixel_fd']:.2f}x | "
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['fd']:.2f} ± {r['fd_std']:.2f} | "
+                     f"{r['fd'] / reference['fd']:.2f}x | {r['fd_ratio']:.2f}x | {r['pixel_fd']:.2f} ± {r['pixel_fd_std']:.2f} | {r['pixel_fd'] / reference['pixel_fd']:.2f}x | "
                      f"{r['confidence']:.3f} | {r['classes_covered']}/10 | {r['seconds']:.2f} | "
                      f"{reference['seconds'] / r['seconds']:.0f}x |")
     students = {r["steps"]: r for r in rows if r["model"].startswith("round-")}
