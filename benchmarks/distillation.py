@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--output_dir", default=None, help="where the distillation writes (default: TEACHER-distilled)")
     p.add_argument("--distilled", default=None, help="score this finished distillation instead of running one")
     p.add_argument("--distill_flags", default="", help="more train_ddpm.py flags for the distillation, one string")
-    p.add_argument("--start_steps", type=int, default=128,
+    p.add_argument("--start_steps", type=int, default=16,
                    help="with --distilled: the --distill_start_steps it was made with (its teacher's DDIM row)")
     p.add_argument("--num_samples", type=int, default=256)
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
