@@ -565,6 +565,11 @@ def child_env() -> dict:
     return env
 
 
+def first_step_store(work: Path) -> Path:
+    """The store `first-step` builds and `throughput` reads (ours' second runs)."""
+    return work / "caches" / "first-step-store"
+
+
 def phase_first_step(args: argparse.Namespace) -> None:
     """The second-run goal on its own, measured so that one slow launch cannot decide it: a first run from an empty
     store (its decode is the yardstick), then --repeats rounds of (second run on the 20,000 images, run on the
@@ -573,7 +578,7 @@ def phase_first_step(args: argparse.Namespace) -> None:
     work = Path(args.work_dir)
     env = child_env()
     short = argparse.Namespace(**{**vars(args), "steps": args.first_step_steps})
-    cache = work / "caches" / "first-step-store"
+    cache = first_step_store(work)
     big, small = image_folder(args, args.images), image_folder(args, args.small_images)
     store = ["--data_cache_dir", str(cache)]
 
@@ -602,7 +607,7 @@ def phase_throughput(args: argparse.Namespace) -> None:
     env = child_env()
     long = argparse.Namespace(**{**vars(args), "steps": args.throughput_steps})
     big = image_folder(args, args.images)
-    cache = work / "caches" / "first-step-store"
+    cache = first_step_store(work)
     store = ["--data_cache_dir", str(cache)]
     example_cache = work / "caches" / "throughput-example"
     run_json(store_command(args, "memmap", "build", big, cache, 2))  # built by first-step: opens it
