@@ -142,11 +142,9 @@ def example_loop(seconds: float | None, output_dir: Path, seed: int, logger: str
 
 
 # ------------------------------------------------------------------------------------------------- scoring
-def score(folder: Path, kind: str, steps: int, num_samples: int, batch_size: int, seed: int = 0) -> dict:
-    """Both feature spaces' distances (with floors) of num_samples images the folder's pipeline samples from
-    sampling seed `seed`."""
-    from ddpm_hub.evaluation import digits_metrics
-    from ddpm_hub.evaluation.pixel_pca import pixel_metrics
+def sample(folder: Path, kind: str, steps: int, num_samples: int, batch_size: int, seed: int = 0):
+    """num_samples images the folder's pipeline samples with `kind` in `steps` steps from sampling seed `seed`,
+    quantised to 8 bits as saved images are ([N x 1 x 16 x 16] in [-1, 1]), and the seconds that took."""
     from ddpm_hub.export import load_pipeline_parts
     from ddpm_hub.pixels import quantize, to_nchw
     from ddpm_hub.sampling import generate, sampling_pipeline
@@ -155,10 +153,23 @@ def score(folder: Path, kind: str, steps: int, num_samples: int, batch_size: int
     started = time.perf_counter()
     images = quantize(to_nchw(generate(sampling_pipeline(unet, scheduler.config, kind), num_samples,
                                        num_inference_steps=steps, batch_size=batch_size, seed=seed)))
-    seconds = time.perf_counter() - started
+    return images, time.perf_counter() - started
+
+
+def distances(images) -> dict:
+    """Both feature spaces' Frechet distances of the images to the held-out digits, with their floors."""
+    from ddpm_hub.evaluation import digits_metrics
+    from ddpm_hub.evaluation.pixel_pca import pixel_metrics
+
     digits, pixels = digits_metrics(images), pixel_metrics(images)
     return {"digits_fd": digits["fd"], "digits_floor": digits["fd_floor"], "confidence": digits["confidence"],
-            "pixel_fd": pixels["fd"], "pixel_floor": pixels["fd_floor"], "sampling_seconds": seconds}
+            "pixel_fd": pixels["fd"], "pixel_floor": pixels["fd_floor"]}
+
+
+def score(folder: Path, kind: str, steps: int, num_samples: int, batch_size: int, seed: int = 0) -> dict:
+    """`distances` of the images `sample` draws, with the sampling seconds."""
+    images, seconds = sample(folder, kind, steps, num_samples, batch_size, seed)
+    return {**distances(images), "sampling_seconds": seconds}
 
 
 # ------------------------------------------------------------------------------------------------- the run

@@ -6,8 +6,10 @@
         --reference_data_dir my_images                                      # FID for other data
 
 1-channel 16x16 models get the digits metrics (ddpm_hub.evaluation.digits_metrics: Frechet distance in a small
-digits classifier's feature space against held-out digits, its real-vs-real floor, confidence, class coverage)
-and bits/dim on held-out digits. Any model gets FID when a local Inception file and real images are given.
+digits classifier's feature space against held-out digits, its real-vs-real floor, confidence, class coverage),
+the same distance in a second feature space with no learned network (ddpm_hub.evaluation.pixel_pca: 32 principal
+components of the train split's pixels) and bits/dim on held-out digits. Any model gets FID when a local Inception
+file and real images are given.
 Nothing is downloaded.
 """
 
@@ -53,6 +55,7 @@ def main(args: argparse.Namespace) -> dict:
     from .errors import InputError
     from .evaluation import (classifier_cache_path, digits_metrics, frechet_distance, held_out_digits,
                              heldout_bits_per_dim, inception_features, load_digits_classifier, load_inception)
+    from .evaluation.pixel_pca import pixel_metrics
     from .export import load_pipeline_parts
     from .pixels import quantize, to_nchw
     from .sampling import generate, sampling_pipeline
@@ -99,6 +102,7 @@ def main(args: argparse.Namespace) -> dict:
     }
     if classifier is not None:
         metrics["digits"] = digits_metrics(images, classifier=classifier, seed=args.seed)
+        metrics["pixel_pca"] = pixel_metrics(images, seed=args.seed)
     if inception is not None:
         metrics["fid"] = {"fid": frechet_distance(inception_features(inception, images),
                                                   inception_features(inception, reference)),
@@ -130,6 +134,9 @@ def format_table(metrics: dict) -> str:
                  ("classifier confidence", f"{d['confidence']:.3f}"),
                  ("classes covered", f"{d['classes_covered']}/10 (smallest share {d['smallest_class_share']:.3f})"),
                  ("class histogram", " ".join(str(c) for c in d["class_histogram"]))]
+    if "pixel_pca" in metrics:
+        p = metrics["pixel_pca"]
+        rows.append(("pixel-PCA FD (floor)", f"{p['fd']:.3f} ({p['fd_floor']:.3f}, ratio {p['fd_ratio']:.2f}x)"))
     if "fid" in metrics:
         rows.append(("FID", f"{metrics['fid']['fid']:.3f} vs {metrics['fid']['reference']}"))
     b = metrics["bits_per_dim"]

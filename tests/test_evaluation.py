@@ -21,6 +21,7 @@ from ddpm_hub.data import load_digits_split  # noqa: E402
 from ddpm_hub.errors import InputError  # noqa: E402
 from ddpm_hub.evaluation import (classifier_cache_path, digits_metrics, frechet_distance,  # noqa: E402
                                  heldout_bits_per_dim, inception_fid, load_digits_classifier)
+from ddpm_hub.evaluation.pixel_pca import pixel_metrics, pixel_pca_basis  # noqa: E402
 from ddpm_hub.scheduling_ddpm import DDPMScheduler  # noqa: E402
 
 from conftest import TINY_UNET  # noqa: E402  (the shared tiny UNet config)
@@ -245,6 +246,35 @@ def test_digits_metrics_floor_uses_the_train_split_for_large_n(classifier, held_
     assert small["fd_floor"] is None and small["floor_reference"].startswith("none")
 
 
+
+# --------------------------------------------------------------------------------------------- pixel-PCA metrics
+def test_pixel_pca_basis_is_the_train_splits_leading_principal_subspace():
+    """The 32 components span the same subspace as numpy's float64 eigendecomposition of the train pixels'
+    covariance (compared as projection matrices, which do not depend on the components' signs)."""
+    train, _ = load_digits_split(resolution=16)
+    pixels = train.images.reshape(len(train.images), -1).numpy().astype(np.float64) / 127.5 - 1.0
+    values, vectors = np.linalg.eigh(np.cov(pixels, rowvar=False))
+    top = vectors[:, np.argsort(values)[::-1][:32]]
+    mean, components = pixel_pca_basis()
+    assert components.shape == (32, 256) and components.dtype == torch.float64
+    np.testing.assert_allclose(mean.numpy(), pixels.mean(axis=0), atol=1e-6)  # pixels scaled in float32 first
+    np.testing.assert_allclose(components.numpy().T @ components.numpy(), top @ top.T, atol=1e-6)
+
+
+def test_pixel_metrics_order_real_blurred_noise(held_out):
+    """Real held-out digits sit at the floor; blurred digits are further away and noise much further, in the same
+    order as the digits classifier's space puts them, with no network involved."""
+    images, _ = held_out
+    n = 100
+    real = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(1))[:n]]
+    blurred = F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="bilinear")
+    noise = torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    scores = {name: pixel_metrics(x) for name, x in [("real", real), ("blurred", blurred), ("noise", noise)]}
+    fd = {name: s["fd"] for name, s in scores.items()}
+    assert fd["real"] < 1.5 * scores["real"]["fd_floor"], scores["real"]
+    assert fd["real"] < fd["blurred"] < fd["noise"] and fd["noise"] > 10 * scores["noise"]["fd_floor"], fd
+    assert scores["real"]["num_samples"] == n and scores["real"]["floor_reference"].startswith("held-out vs held-out")
+
 @pytest.mark.parametrize("images, match", [
     (torch.rand(4, 1, 16, 16) * 255, r"must be in \[-1, 1\] \(pass uint8 for 0..255\)"),
     (torch.rand(4, 16, 16, 1) * 2 - 1, r"\[N x H x W x C\] must be in \[0, 1\]"),
@@ -342,17 +372,18 @@ def test_cli_writes_the_metrics_json(digits_model, classifier, cache_dir, tmp_pa
                          "--output", str(out)])
     assert code == 0
     metrics = json.loads(out.read_text())
-    assert set(metrics) == {"model", "sampling", "digits", "bits_per_dim"}
+    assert set(metrics) == {"model", "sampling", "digits", "pixel_pca", "bits_per_dim"}
     assert metrics["sampling"] | {"seconds": 0} == {"num_samples": 16, "num_inference_steps": 5,
                                                     "scheduler": sampler, "seed": 0, "seconds": 0}
     digits = metrics["digits"]
     assert {"fd", "fd_floor", "floor_reference", "confidence", "classes_covered", "smallest_class_share",
             "class_histogram", "num_samples", "num_reference"} <= set(digits)
     assert digits["num_samples"] == 16 and sum(digits["class_histogram"]) == 16 and digits["fd"] > 0
+    assert metrics["pixel_pca"]["num_samples"] == 16 and metrics["pixel_pca"]["fd"] > metrics["pixel_pca"]["fd_floor"]
     bpd = metrics["bits_per_dim"]
     assert bpd["num_timesteps"] == 4 and bpd["num_images"] == 8 and np.isfinite(bpd["mean"]) and bpd["mean"] > 0
     printed = capsys.readouterr().out
-    assert "digits FD (floor)" in printed and "bits/dim" in printed and f"wrote {out}" in printed
+    assert "digits FD (floor)" in printed and "pixel-PCA FD (floor)" in printed and "bits/dim" in printed and f"wrote {out}" in printed
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # written atomically, no temp file left
 
 
