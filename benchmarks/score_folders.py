@@ -8,7 +8,8 @@ DDPMPipeline of 1-channel 16x16 digits, ours or the example loop's of default_vs
 that benchmark samples a row (`default_vs_example.sample`: --num_samples images in one batch per seed, quantised to
 8 bits) and scored with its `distances`: the Frechet distance in the digits CNN's space and in the pixel-PCA space
 against the 360 held-out digits. One sampling seed moves the digits distance by about 1.8 at 256 samples, so the
-table gives each seed and their mean.
+table gives each seed and their mean, and each mean's ratio to the first folder's (the reference, e.g. the
+defaults' run).
 
 A third column needs no feature space at all: the share of near-black pixels (8-bit level <= 3) in the samples,
 next to the held-out digits' share. The real digits' background is exactly black; a model that leaves a faint
@@ -40,9 +41,9 @@ def main(args: argparse.Namespace) -> None:
     from ddpm_hub.evaluation import held_out_digits
 
     print(f"{args.kind} {args.steps} steps, {args.num_samples} samples per sampling seed {args.sampling_seeds}\n")
-    print("| folder | digits FD per seed | digits FD mean | pixel-PCA FD mean | near-black share |")
-    print("|---|---|---|---|---|")
-    floors = {}
+    print("| folder | digits FD per seed | digits FD mean | / first | pixel-PCA FD mean | / first | near-black share |")
+    print("|---|---|---|---|---|---|---|")
+    floors, first = {}, None
     for folder in args.folders:
         rows = []
         for seed in args.sampling_seeds:
@@ -50,10 +51,12 @@ def main(args: argparse.Namespace) -> None:
             rows.append({**distances(images), "near_black": near_black_share(images)})
         floors = {"digits": rows[0]["digits_floor"], "pixel": rows[0]["pixel_floor"]}
         mean = {key: statistics.mean(row[key] for row in rows) for key in ("digits_fd", "pixel_fd", "near_black")}
+        first = first or mean
         per_seed = " / ".join(f"{row['digits_fd']:.2f}" for row in rows)
-        print(f"| {folder} | {per_seed} | {mean['digits_fd']:.2f} | "
-              f"{mean['pixel_fd']:.2f} | {mean['near_black']:.3f} |", flush=True)
-    print(f"| real held-out digits | floor {floors['digits']:.2f} | | floor {floors['pixel']:.2f} | "
+        print(f"| {folder} | {per_seed} | {mean['digits_fd']:.2f} | {mean['digits_fd'] / first['digits_fd']:.2f}x | "
+              f"{mean['pixel_fd']:.2f} | {mean['pixel_fd'] / first['pixel_fd']:.2f}x | {mean['near_black']:.3f} |",
+              flush=True)
+    print(f"| real held-out digits | floor {floors['digits']:.2f} | | | floor {floors['pixel']:.2f} | | "
           f"{near_black_share(held_out_digits()):.3f} |")
 
 
