@@ -14,13 +14,13 @@ For each seed, in one run on this machine and one after the other:
      seconds from start to exit, export included. Its step count is set from its own speed over its first 30
      steps so that the cosine schedule ends when the time does (the best case for it);
   3. both exported folders sampled with DDPM 1000, DDPM 250, DDPM 100 (the pipeline's own sampler) and DPM-Solver++
-     25 (swapped in from the saved config), --num_samples images from each of --sampling_seeds (default 0), scored in two independent
-     feature spaces against the 360 held-out digits, each next to its real-vs-real floor at the same N:
-     the digits CNN's (`ddpm_hub.evaluation.digits_metrics`) and the pixel-PCA space
+     25 (swapped in from the saved config), --num_samples images from each of --sampling_seeds (default 0), scored
+     in two independent feature spaces against the 360 held-out digits, each next to its real-vs-real floor at the
+     same N: the digits CNN's (`ddpm_hub.evaluation.digits_metrics`) and the pixel-PCA space
      (`ddpm_hub.evaluation.pixel_pca.pixel_metrics`, no learned network).
 The table gives each distance as mean +- std over the training seeds (each seed's value the mean over its sampling
-seeds), and ours / example (below 1: ours is closer to the
-real digits). Results are kept in --work_dir (JSON per model and row), so an interrupted run continues.
+seeds), and ours / example (below 1: ours is closer to the real digits). Results are kept in --work_dir (JSON per
+model and row), so an interrupted run continues.
 """
 
 from __future__ import annotations

@@ -246,7 +246,6 @@ def test_digits_metrics_floor_uses_the_train_split_for_large_n(classifier, held_
     assert small["fd_floor"] is None and small["floor_reference"].startswith("none")
 
 
-
 # --------------------------------------------------------------------------------------------- pixel-PCA metrics
 def test_pixel_pca_basis_is_the_train_splits_leading_principal_subspace():
     """The 32 components span the same subspace as numpy's float64 eigendecomposition of the train pixels'
@@ -274,6 +273,7 @@ def test_pixel_metrics_order_real_blurred_noise(held_out):
     assert fd["real"] < 1.5 * scores["real"]["fd_floor"], scores["real"]
     assert fd["real"] < fd["blurred"] < fd["noise"] and fd["noise"] > 10 * scores["noise"]["fd_floor"], fd
     assert scores["real"]["num_samples"] == n and scores["real"]["floor_reference"].startswith("held-out vs held-out")
+
 
 @pytest.mark.parametrize("images, match", [
     (torch.rand(4, 1, 16, 16) * 255, r"must be in \[-1, 1\] \(pass uint8 for 0..255\)"),
@@ -383,7 +383,8 @@ def test_cli_writes_the_metrics_json(digits_model, classifier, cache_dir, tmp_pa
     bpd = metrics["bits_per_dim"]
     assert bpd["num_timesteps"] == 4 and bpd["num_images"] == 8 and np.isfinite(bpd["mean"]) and bpd["mean"] > 0
     printed = capsys.readouterr().out
-    assert "digits FD (floor)" in printed and "pixel-PCA FD (floor)" in printed and "bits/dim" in printed and f"wrote {out}" in printed
+    assert "digits FD (floor)" in printed and "pixel-PCA FD (floor)" in printed and "bits/dim" in printed
+    assert f"wrote {out}" in printed
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # written atomically, no temp file left
 
 
