@@ -6,9 +6,9 @@
 
 The tool behind the candidate table in docs/benchmarks.md ("What the DDPM-250 gap is not"): each folder (a
 DDPMPipeline of 1-channel 16x16 digits, ours or the example loop's of default_vs_example.py) is sampled exactly as
-that benchmark samples a row (`default_vs_example.sample`: --num_samples images in one batch per seed, quantised to
-8 bits) and scored with its `distances`: the Frechet distance in the digits CNN's space and in the pixel-PCA space
-against the 360 held-out digits. One sampling seed moves the digits distance by about 1.8 at 256 samples, so the
+that benchmark samples a row (`default_vs_example.sample`: --num_samples images per seed in batches of
+--batch_size, 256 as the benchmark's, quantised to 8 bits) and scored with its `distances`: the Frechet distance
+in the digits CNN's space and in the pixel-PCA space against the 360 held-out digits. One sampling seed moves the digits distance by about 1.8 at 256 samples, so the
 table gives each seed and their mean, and each mean's ratio to the first folder's (the reference, e.g. the
 defaults' run).
 
