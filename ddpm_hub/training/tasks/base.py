@@ -77,6 +77,12 @@ class Task:
     # common flags this task does not read (given, they are an error; they never reach the model card), with why
     unused_flags: ClassVar[dict[str, str]] = {}
 
+    @classmethod
+    def defaults_line(cls) -> str:
+        """The help line that lists `defaults` (its argument group's description)."""
+        return ("Defaults that differ for this task (a flag given always wins): "
+                + ", ".join(f"--{k} {v}" for k, v in cls.defaults.items()) + ".")
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.output_dir = Path(args.output_dir)

@@ -45,9 +45,7 @@ class ClassConditionalTask(ClassifierFreeGuidance, UnconditionalTask):
         group = parser.add_argument_group(
             "class-conditional (--class_conditional or --task class-conditional; also reads the unconditional "
             "task's flags)",
-            "Defaults that differ for this task (a flag given always wins): "
-            + ", ".join(f"--{k} {v}" for k, v in DEFAULTS.items())
-            + ". --eval_batch_size is the images per class row of the grids.")
+            cls.defaults_line() + " --eval_batch_size is the images per class row of the grids.")
         group.add_argument("--class_conditional", action="store_true",
                            help="train a class-conditional model (the same as --task class-conditional): labels from "
                                 "the digits, from one subfolder per class of --train_data_dir, or from "

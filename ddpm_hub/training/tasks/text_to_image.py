@@ -43,8 +43,7 @@ class TextToImageTask(ClassifierFreeGuidance, Task):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(
             "text-to-image (--task text-to-image; ddpm_hub.text_to_image)",
-            "Defaults that differ for this task (a flag given always wins): "
-            + ", ".join(f"--{k} {v}" for k, v in DEFAULTS.items()) + ".")
+            cls.defaults_line())
         group.add_argument("--caption_column", default="text",
                            help="the caption column of the dataset or of --train_data_dir's metadata.jsonl")
         group.add_argument("--num_images", type=int, default=None,
