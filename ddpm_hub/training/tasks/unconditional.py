@@ -30,9 +30,9 @@ DIGITS_DESCRIPTION = ("scikit-learn's built-in handwritten digits (the 1437 imag
 class UnconditionalTask(Task):
     name = "unconditional"
     help = "a pixel-space DDPMPipeline"
-    # 55 epochs with two evaluations and DDPM-100 grids fill the wall time the old 45 epochs with three evaluations
-    # and DDPM-1000 grids took (a third of it went to the grids): more training, scored better at 1024 samples in
-    # both feature spaces (docs/benchmarks.md, "The default run against diffusers' example").
+    # 55 epochs with two evaluations and DDPM-100 grids fit the wall time of the old 45 epochs with three evaluations
+    # and DDPM-1000 grids (a third of which went to grids and evaluations): more training, better or level on every
+    # row of docs/benchmarks.md's default-vs-example benchmark but one, inside its spread.
     defaults = {"resolution": 16, "output_dir": "ddpm-digits-16", "num_epochs": 55, "eval_epochs": 30}
     artifacts = ("unet", "scheduler")
     no_streaming = None
