@@ -8,9 +8,9 @@ The tool behind the candidate table in docs/benchmarks.md ("What the DDPM-250 ga
 DDPMPipeline of 1-channel 16x16 digits, ours or the example loop's of default_vs_example.py) is sampled exactly as
 that benchmark samples a row (`default_vs_example.sample`: --num_samples images per seed in batches of
 --batch_size, 256 as the benchmark's, quantised to 8 bits) and scored with its `distances`: the Frechet distance
-in the digits CNN's space and in the pixel-PCA space against the 360 held-out digits. One sampling seed moves the digits distance by about 1.8 at 256 samples, so the
-table gives each seed and their mean, and each mean's ratio to the first folder's (the reference, e.g. the
-defaults' run).
+in the digits CNN's space and in the pixel-PCA space against the 360 held-out digits. One sampling seed moves the
+digits distance by about 1.8 at 256 samples, so the table gives each seed and their mean, and each mean's ratio to
+the first folder's (the reference, e.g. the defaults' run).
 
 A third column needs no feature space at all: the share of near-black pixels (8-bit level <= 3) in the samples,
 next to the held-out digits' share. The real digits' background is exactly black; a model that leaves a faint

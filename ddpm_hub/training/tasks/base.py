@@ -78,10 +78,10 @@ class Task:
     unused_flags: ClassVar[dict[str, str]] = {}
 
     @classmethod
-    def defaults_line(cls) -> str:
-        """The help line that lists `defaults` (its argument group's description)."""
+    def defaults_line(cls, aside: str = "") -> str:
+        """The help sentence that lists `defaults` (its argument group's description), `aside` before its stop."""
         return ("Defaults that differ for this task (a flag given always wins): "
-                + ", ".join(f"--{k} {v}" for k, v in cls.defaults.items()) + ".")
+                + ", ".join(f"--{k} {v}" for k, v in cls.defaults.items()) + aside + ".")
 
     def __init__(self, args: argparse.Namespace):
         self.args = args

@@ -30,7 +30,7 @@ from .unconditional import DIGITS_DESCRIPTION, UnconditionalTask
 
 MAX_GRID_CLASSES = 16  # a grid shows the first this many classes, one row each (1000 rows are not a picture)
 DEFAULTS = {"resolution": 16, "output_dir": "ddpm-digits-16-class-conditional",
-            "guidance_scale": DEFAULT_GUIDANCE_SCALE, "eval_batch_size": 8, "ddpm_num_inference_steps": 100}
+            "guidance_scale": DEFAULT_GUIDANCE_SCALE, "eval_batch_size": 8}
 
 
 class ClassConditionalTask(ClassifierFreeGuidance, UnconditionalTask):

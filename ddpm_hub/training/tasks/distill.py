@@ -69,8 +69,8 @@ class DistillTask(Task):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(
             "distill (--task distill; ddpm_hub.distillation)",
-            cls.defaults_line()[:-1] + " (grids, evaluations and exports at the end of each round). --output_dir "
-            "defaults to TEACHER-distilled.")
+            cls.defaults_line(" (grids, evaluations and exports at the end of each round)")
+            + " --output_dir defaults to TEACHER-distilled.")
         group.add_argument("--teacher", default=None,
                            help="the pipeline folder to distill: a DDPMPipeline (what train_ddpm.py writes) or another "
                                 "folder with an unconditional UNet2DModel and its scheduler")
