@@ -119,6 +119,22 @@ def test_resume_continues_exactly(tmp_path, tiny_config):
     assert history_a == history_b
 
 
+@pytest.mark.parametrize("task", ["unconditional", "class-conditional"])
+def test_checkpoints_grids_evaluations_and_exports_leave_the_training_alone(tmp_path, tiny_config, task):
+    """Only the loss draws from the global RNG (loop.py's docstring): a run that checkpoints every 2 steps and
+    draws a grid, evaluates and exports every epoch ends with the weights of a run that does none of it. (Saving the
+    EMA and loading the cached digits classifier each built a model whose random init advanced that RNG.)"""
+    common = ("--task", task, "--train_batch_size", "256", "--max_train_steps", "9", "--eval_num_samples", "8")
+    quiet = _train(tmp_path / "quiet", tiny_config, *common, "--checkpointing_steps", "500", "--eval_epochs", "0",
+                   "--save_images_epochs", "100", "--save_model_epochs", "100")
+    busy = _train(tmp_path / "busy", tiny_config, *common, "--checkpointing_steps", "2", "--eval_epochs", "1",
+                  "--save_images_epochs", "1", "--save_model_epochs", "1")
+    assert (busy / "checkpoint-2").is_dir() and (busy / "samples").is_dir()
+    for folder in ("unet", "checkpoint-9/unet", "checkpoint-9/unet_ema"):
+        a, b = _unet_weights(quiet / folder), _unet_weights(busy / folder)
+        assert all(torch.equal(a[k], b[k]) for k in a), folder
+
+
 def test_resume_latest_skips_a_damaged_checkpoint(tmp_path, tiny_config, caplog):
     out = _train(tmp_path / "run", tiny_config, "--max_train_steps", "4", "--checkpointing_steps", "2")
     with open(out / "checkpoint-4" / "optimizer.bin", "r+b") as f:  # damage the newest

@@ -42,9 +42,16 @@ def averaged_copy(model, ema):
 
 def save_ema(ema, model, folder: str | os.PathLike) -> None:
     """EMA weights as a loadable model folder: diffusers' EMAModel.save_pretrained (the EMA settings in its
-    config.json), or for a transformers model a copy holding the EMA weights plus ema_state.json."""
+    config.json), or for a transformers model a copy holding the EMA weights plus ema_state.json.
+
+    EMAModel.save_pretrained builds a fresh model to hold the weights, and its initialisation draws from the global
+    RNG that the loss's noise and timesteps come from; forked here, so how often a run checkpoints does not change
+    what it trains."""
+    import torch
+
     if ema.model_cls is not None:
-        ema.save_pretrained(folder)
+        with torch.random.fork_rng(devices=[]):
+            ema.save_pretrained(folder)
         return
     averaged_copy(model, ema).save_pretrained(folder)
     settings = {key: value for key, value in ema.state_dict().items() if key != "shadow_params"}
