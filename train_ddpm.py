@@ -99,9 +99,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0 disables)")
     train.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True,
                        help="keep an exponential moving average of the weights and export it")
-    train.add_argument("--ema_inv_gamma", type=float, default=1.0)
-    train.add_argument("--ema_power", type=float, default=3 / 4)
-    train.add_argument("--ema_max_decay", type=float, default=0.999)
+    train.add_argument("--ema_inv_gamma", type=float, default=1.0,
+                       help="EMA warm-up: decay = min(max_decay, 1 - (1 + step / inv_gamma) ** -power)")
+    train.add_argument("--ema_power", type=float, default=3 / 4,
+                       help="EMA warm-up power (higher: a longer average sooner)")
+    train.add_argument("--ema_max_decay", type=float, default=0.999, help="the EMA decay's upper bound")
     train.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"),
                        help="autocast precision (bf16 is fast on CPUs with AMX)")
     train.add_argument("--seed", type=int, default=0, help="seed for data order, noise and sample grids")
