@@ -6,12 +6,12 @@
 
 The EMA does not change what the optimizer does, so one training run with frequent checkpoints holds what any EMA
 setting would have given. diffusers' EMAModel with warm-up (`ddpm_hub.training.ema.make_ema`) updates after step k
-(k = 1, 2, ...) with decay d_k = min(max_decay, 1 - (1 + (k - 1) / inv_gamma) ** -power), d_1 = 0, so the
-exported weights after step n are sum_k c_k theta_k with c_k = (1 - d_k) prod_{m > k} d_m (the c_k sum to 1). The
-raw weights theta_k are known only at the checkpoints; each c_k is split between the two checkpoints around step k
-by linear interpolation (steps before the first checkpoint go to it). With checkpoints every 25 steps this
-reproduces the run's own EMA (power 3/4) to a relative L2 distance of about 1e-4, which the script prints as its
-check. The output is the run's folder with the unet replaced: a DDPMPipeline that score_folders.py samples.
+(k = 1, 2, ...) with decay d_k = EMAModel.get_decay(k) = min(max_decay, 1 - (1 + (k - 1) / inv_gamma) ** -power),
+d_1 = 0, so the exported weights after step n are sum_k c_k theta_k with c_k = (1 - d_k) prod_{m > k} d_m (the c_k
+sum to 1). The raw weights theta_k are known only at the checkpoints; each c_k is split between the two checkpoints
+around step k by linear interpolation (steps before the first checkpoint go to it). With checkpoints every 25 steps
+this reproduces the run's own EMA (power 3/4) to a relative L2 distance of about 1e-4, which the script prints as
+its check. The output is the run's folder with the unet replaced: a DDPMPipeline that score_folders.py samples.
 """
 
 from __future__ import annotations
@@ -21,9 +21,18 @@ import shutil
 from pathlib import Path
 
 
+def ema_decays(num_steps: int, power: float, max_decay: float, inv_gamma: float = 1.0) -> list[float]:
+    """d_k for k = 0..num_steps, from diffusers' EMAModel.get_decay as `make_ema` configures it."""
+    import torch
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel([torch.zeros(1)], decay=max_decay, use_ema_warmup=True, inv_gamma=inv_gamma, power=power)
+    return [ema.get_decay(k) for k in range(num_steps + 1)]
+
+
 def ema_coefficients(num_steps: int, power: float, max_decay: float, inv_gamma: float = 1.0) -> list[float]:
     """c_k for k = 0..num_steps (c_0 = 0): the weight of step k's parameters in the EMA after num_steps steps."""
-    decay = [0.0, 0.0] + [min(max_decay, 1 - (1 + (k - 1) / inv_gamma) ** -power) for k in range(2, num_steps + 1)]
+    decay = ema_decays(num_steps, power, max_decay, inv_gamma)
     coefficients, later = [0.0] * (num_steps + 1), 1.0
     for k in range(num_steps, 0, -1):
         coefficients[k] = (1 - decay[k]) * later
@@ -80,8 +89,9 @@ def main() -> None:
               str(partial / "unet" / "diffusion_pytorch_model.safetensors"))
     partial.rename(args.out)
     mean_age = sum(c * (steps[-1] - k) for k, c in enumerate(coefficients))
+    final_decay = ema_decays(steps[-1], args.ema_power, args.ema_max_decay, args.ema_inv_gamma)[-1]
     print(f"{args.out}: power {args.ema_power}, max decay {args.ema_max_decay}, final decay "
-          f"{min(args.ema_max_decay, 1 - steps[-1] ** -args.ema_power):.5f}, mean age of the averaged weights "
+          f"{final_decay:.5f}, mean age of the averaged weights "
           f"{mean_age:.0f} of {steps[-1]} steps, from {len(steps)} checkpoints")
     own = last / "unet_ema" / "diffusion_pytorch_model.safetensors"
     if own.is_file():

@@ -123,7 +123,8 @@ def test_resume_continues_exactly(tmp_path, tiny_config):
 def test_checkpoints_grids_evaluations_and_exports_leave_the_training_alone(tmp_path, tiny_config, task):
     """Only the loss draws from the global RNG (loop.py's docstring): a run that checkpoints every 2 steps and
     draws a grid, evaluates and exports every epoch ends with the weights of a run that does none of it. (Saving the
-    EMA and loading the cached digits classifier each built a model whose random init advanced that RNG.)"""
+    EMA and loading the cached digits classifier each built a model whose random init advanced that RNG; the loop
+    forks it around the checkpoint hook and the end-of-epoch work.)"""
     common = ("--task", task, "--train_batch_size", "256", "--max_train_steps", "9", "--eval_num_samples", "8")
     quiet = _train(tmp_path / "quiet", tiny_config, *common, "--checkpointing_steps", "500", "--eval_epochs", "0",
                    "--save_images_epochs", "100", "--save_model_epochs", "100")

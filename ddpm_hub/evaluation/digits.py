@@ -114,8 +114,7 @@ def classifier_cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def load_digits_classifier(cache_dir: str | os.PathLike | None = None, retrain: bool = False) -> DigitsClassifier:
     """The digits classifier (seed 0), from the safetensors cache; trained and cached (atomically) when the file
-    is missing, damaged or from another version, or when retrain=True. Never unpickles anything, and leaves
-    torch's global RNG as it was (a training run evaluates mid-run and must train on as it would without)."""
+    is missing, damaged or from another version, or when retrain=True. Never unpickles anything."""
     from safetensors.torch import load_file, save_file
 
     from ..atomic import atomic_path
@@ -123,8 +122,7 @@ def load_digits_classifier(cache_dir: str | os.PathLike | None = None, retrain: 
     path = classifier_cache_path(cache_dir)
     if path.exists() and not retrain:
         try:
-            with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the caller's RNG alone
-                model = DigitsClassifier()
+            model = DigitsClassifier()
             found = _cache_format(path)
             if found != CLASSIFIER_FORMAT:
                 raise ValueError(f"format {found!r}, expected {CLASSIFIER_FORMAT!r}")

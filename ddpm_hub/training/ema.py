@@ -42,16 +42,9 @@ def averaged_copy(model, ema):
 
 def save_ema(ema, model, folder: str | os.PathLike) -> None:
     """EMA weights as a loadable model folder: diffusers' EMAModel.save_pretrained (the EMA settings in its
-    config.json), or for a transformers model a copy holding the EMA weights plus ema_state.json.
-
-    EMAModel.save_pretrained builds a fresh model to hold the weights, and its initialisation draws from the global
-    RNG that the loss's noise and timesteps come from; forked here, so how often a run checkpoints does not change
-    what it trains."""
-    import torch
-
+    config.json), or for a transformers model a copy holding the EMA weights plus ema_state.json."""
     if ema.model_cls is not None:
-        with torch.random.fork_rng(devices=[]):
-            ema.save_pretrained(folder)
+        ema.save_pretrained(folder)
         return
     averaged_copy(model, ema).save_pretrained(folder)
     settings = {key: value for key, value in ema.state_dict().items() if key != "shadow_params"}
@@ -76,15 +69,20 @@ def register_checkpoint_hooks(accelerator, model_classes: dict, emas: dict) -> N
     """Checkpoints hold each trained model in its library's safetensors format, so each one is a usable model:
     unet/ (and text_encoder/ when it trains) in the order they were prepared, and their EMAs in unet_ema/,
     text_encoder_ema/. `model_classes` maps each name to the class that loads it back."""
+    import torch
+
     names = list(model_classes)
 
     def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            for name, model in zip(names, models):
-                model = accelerator.unwrap_model(model)
-                if name in emas:
-                    save_ema(emas[name], model, os.path.join(output_dir, f"{name}_ema"))
-                model.save_pretrained(os.path.join(output_dir, name))
+        # runs before accelerate saves the RNG states, under a fork: EMAModel.save_pretrained builds a fresh model,
+        # whose random init must not move the RNG the loss draws from (or checkpointing would change the training)
+        with torch.random.fork_rng(devices=[]):  # the models are built on the CPU
+            if accelerator.is_main_process:
+                for name, model in zip(names, models):
+                    model = accelerator.unwrap_model(model)
+                    if name in emas:
+                        save_ema(emas[name], model, os.path.join(output_dir, f"{name}_ema"))
+                    model.save_pretrained(os.path.join(output_dir, name))
         while weights:
             weights.pop()
 

@@ -284,24 +284,28 @@ def _end_of_epoch(task: Task, accelerator, args: argparse.Namespace, models: dic
     grid, evaluate, export = due(task.grid_epochs), due(args.eval_epochs), due(args.save_model_epochs)
     if not accelerator.is_main_process or not (grid or evaluate or export):
         return card_metrics
-    sampling_models = {name: averaged_copy(accelerator.unwrap_model(model), emas.get(name))
-                       for name, model in models.items()}
-    output_dir = Path(args.output_dir)
-    if grid:
-        images, nrow = task.sample_grid(sampling_models)
-        save_grid(accelerator, images, nrow, output_dir, epoch, global_step, loss_history)
-    if evaluate:
-        scalars, card_metrics = task.evaluate(sampling_models, global_step)
-        scalars = {name: value for name, value in scalars.items() if value is not None}
-        log_scalars(accelerator, {f"eval/{name}": value for name, value in scalars.items()}, global_step)
-        accelerator.print(f"evaluation at step {global_step}: "
-                          + ", ".join(f"{name} {value:.4g}" for name, value in scalars.items()))
-    if export:
-        latest = output_dir / "samples" / "latest.png"
-        task.export(sampling_models, CardInputs(
-            hyperparameters=task_hyperparameters(task, args), final_loss=recent_loss(loss_history),
-            sample_grid="samples/latest.png" if latest.is_file() else None, metrics=card_metrics,
-            repo_id=args.hub_model_id if args.push_to_hub else None))
+    # grids, evaluations and exports may build models or sample without a generator: under a fork of the RNG the
+    # loss draws from, so how often they run does not change what the run trains
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        sampling_models = {name: averaged_copy(accelerator.unwrap_model(model), emas.get(name))
+                           for name, model in models.items()}
+        output_dir = Path(args.output_dir)
+        if grid:
+            images, nrow = task.sample_grid(sampling_models)
+            save_grid(accelerator, images, nrow, output_dir, epoch, global_step, loss_history)
+        if evaluate:
+            scalars, card_metrics = task.evaluate(sampling_models, global_step)
+            scalars = {name: value for name, value in scalars.items() if value is not None}
+            log_scalars(accelerator, {f"eval/{name}": value for name, value in scalars.items()}, global_step)
+            accelerator.print(f"evaluation at step {global_step}: "
+                              + ", ".join(f"{name} {value:.4g}" for name, value in scalars.items()))
+        if export:
+            latest = output_dir / "samples" / "latest.png"
+            task.export(sampling_models, CardInputs(
+                hyperparameters=task_hyperparameters(task, args), final_loss=recent_loss(loss_history),
+                sample_grid="samples/latest.png" if latest.is_file() else None, metrics=card_metrics,
+                repo_id=args.hub_model_id if args.push_to_hub else None))
     return card_metrics
 
 
