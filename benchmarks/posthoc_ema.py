@@ -17,6 +17,7 @@ its check. The output is the run's folder with the unet replaced: a DDPMPipeline
 from __future__ import annotations
 
 import argparse
+import bisect
 import shutil
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def checkpoint_weights(steps: list[int], coefficients: list[float]) -> dict[int,
         if k <= steps[0]:
             weights[steps[0]] += coefficients[k]
             continue
-        after = next(i for i, step in enumerate(steps) if step >= k)
+        after = bisect.bisect_left(steps, k)  # the first checkpoint at or after step k
         a, b = steps[after - 1], steps[after]
         weights[a] += coefficients[k] * (b - k) / (b - a)
         weights[b] += coefficients[k] * (k - a) / (b - a)
