@@ -42,6 +42,13 @@ ROWS = (("DDPM", "ddpm", 1000), ("DDPM", "ddpm", 250), ("DDPM", "ddpm", 100), ("
 QUICK_ROWS = ROWS[2:]
 EXAMPLE = {"batch_size": 32, "learning_rate": 3e-4, "warmup_steps": 500, "ema_max_decay": 0.9999,
            "calibration_steps": 30, "export_reserve_seconds": 10.0}
+# The example's U-Net: the issue's "same UNet2DModel size" as ours (the same 1.6M parameters), with attention at 8x8
+# as every example row in docs/benchmarks.md was trained; our default moved its attention to 4x4 (the same weights'
+# shapes), a choice of our defaults that the example's loop does not get for free.
+EXAMPLE_UNET = {"sample_size": 16, "in_channels": 1, "out_channels": 1, "layers_per_block": 2,
+                "block_out_channels": (32, 64, 64), "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+                "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), "norm_num_groups": 8,
+                "attention_head_dim": 16}
 
 
 # ------------------------------------------------------------------------------------------------- the example
@@ -59,7 +66,6 @@ def example_loop(seconds: float | None, output_dir: Path, seed: int, logger: str
     from PIL import Image
 
     from ddpm_hub.data import load_digits_split
-    from ddpm_hub.training.unet import default_unet_config
 
     started = time.perf_counter()
     deadline = started + seconds - EXAMPLE["export_reserve_seconds"] if seconds else math.inf
@@ -67,7 +73,7 @@ def example_loop(seconds: float | None, output_dir: Path, seed: int, logger: str
     accelerator = Accelerator(log_with=None if logger == "none" else logger,
                               project_config=ProjectConfiguration(project_dir=str(output_dir),
                                                                   logging_dir=str(output_dir / "logs")))
-    model = UNet2DModel.from_config(default_unet_config(16, 1))
+    model = UNet2DModel.from_config(EXAMPLE_UNET)
     ema_model = EMAModel(model.parameters(), decay=EXAMPLE["ema_max_decay"], use_ema_warmup=True, inv_gamma=1.0,
                          power=3 / 4, model_cls=UNet2DModel, model_config=model.config)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
