@@ -3,6 +3,7 @@
     python benchmarks/score_folders.py runs/ours-0 runs/example-0 --steps 250 --sampling_seeds 0 1 2
     python benchmarks/score_folders.py runs/cand-* --kind dpm --steps 25
     python benchmarks/score_folders.py runs/ours-0 runs/example-0 --num_samples 1024 --sampling_seeds 0 --by_size
+    python benchmarks/score_folders.py dist/round-4 --kind saved --steps 4   # a distilled student, as saved
 
 The tool behind the candidate table in docs/benchmarks.md ("What the DDPM-250 gap is not"): each folder (a
 DDPMPipeline of 1-channel 16x16 digits, ours or the example loop's of default_vs_example.py) is sampled exactly as
@@ -54,7 +55,9 @@ def main(args: argparse.Namespace) -> None:
     for folder in args.folders:
         rows = []
         for seed in args.sampling_seeds:
-            images, _ = sample(Path(folder), args.kind, args.steps, args.num_samples, args.batch_size, seed)
+            images = (sample_saved(Path(folder), args.steps, args.num_samples, args.batch_size, seed)
+                      if args.kind == "saved" else
+                      sample(Path(folder), args.kind, args.steps, args.num_samples, args.batch_size, seed)[0])
             rows.append({**distances(images), "near_black": near_black_share(images)})
             if args.by_size:
                 by_size.append((folder, seed, distances_by_size(images)))
@@ -69,6 +72,19 @@ def main(args: argparse.Namespace) -> None:
           f"{near_black_share(held_out_digits()):.3f} |")
     if by_size:
         print_by_size(by_size)
+
+
+def sample_saved(folder: Path, steps: int, num_samples: int, batch_size: int, seed: int):
+    """As `default_vs_example.sample`, with the pipeline and scheduler saved in the folder as stock diffusers loads
+    them (e.g. a distilled student's DDIMPipeline, sampled in the steps it was distilled for)."""
+    from diffusers import DiffusionPipeline
+
+    from ddpm_hub.pixels import quantize, to_nchw
+    from ddpm_hub.sampling import generate
+
+    pipeline = DiffusionPipeline.from_pretrained(folder)
+    return quantize(to_nchw(generate(pipeline, num_samples, num_inference_steps=steps, batch_size=batch_size,
+                                     seed=seed)))
 
 
 def distances_by_size(images) -> dict[int, dict]:
@@ -99,7 +115,8 @@ def print_by_size(by_size: list) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+", help="DDPMPipeline folders of 1-channel 16x16 digits models")
-    p.add_argument("--kind", default="ddpm", choices=("ddpm", "ddim", "dpm"), help="the sampler")
+    p.add_argument("--kind", default="ddpm", choices=("ddpm", "ddim", "dpm", "saved"),
+                   help="the sampler; saved: the folder's own pipeline and scheduler (e.g. a distilled DDIMPipeline)")
     p.add_argument("--steps", type=int, default=250, help="sampling steps")
     p.add_argument("--sampling_seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--num_samples", type=int, default=256, help="images per seed")
