@@ -8,8 +8,8 @@ For each seed, in one run on this machine and one after the other:
   1. ours: `accelerate launch --quiet train_ddpm.py --seed S` (plus --ours_args), timed from start to exit: W seconds,
      grids, evaluations, checkpoints and export included;
   2. the example: a loop written as diffusers' examples/unconditional_image_generation/train_unconditional.py
-     trains (the same UNet2DModel config, linear betas, epsilon prediction, batch 32, AdamW at 3e-4 with the
-     example's betas/decay, 500 warm-up steps then cosine decay, EMA with the example's warm-up and max decay
+     trains (the same UNet2DModel size, EXAMPLE_UNET, linear betas, epsilon prediction, batch 32, AdamW at 3e-4
+     with the example's betas/decay, 500 warm-up steps then cosine decay, EMA with the example's warm-up and max decay
      0.9999, tensorboard logging every step through accelerate), on the same 1437 train digits, for the same W
      seconds from start to exit, export included. Its step count is set from its own speed over its first 30
      steps so that the cosine schedule ends when the time does (the best case for it);
@@ -46,7 +46,8 @@ EXAMPLE = {"batch_size": 32, "learning_rate": 3e-4, "warmup_steps": 500, "ema_ma
 # as every example row in docs/benchmarks.md was trained; our default moved its attention to 4x4 (the same weights'
 # shapes), a choice of our defaults that the example's loop does not get for free.
 EXAMPLE_UNET = {"sample_size": 16, "in_channels": 1, "out_channels": 1, "layers_per_block": 2,
-                "block_out_channels": (32, 64, 64), "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+                "block_out_channels": (32, 64, 64),
+                "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
                 "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), "norm_num_groups": 8,
                 "attention_head_dim": 16}
 
