@@ -153,14 +153,22 @@ def sample(folder: Path, kind: str, steps: int, num_samples: int, batch_size: in
     """num_samples images the folder's pipeline samples with `kind` in `steps` steps from sampling seed `seed`,
     quantised to 8 bits as saved images are ([N x 1 x 16 x 16] in [-1, 1]), and the seconds that took."""
     from ddpm_hub.export import load_pipeline_parts
-    from ddpm_hub.pixels import quantize, to_nchw
-    from ddpm_hub.sampling import generate, sampling_pipeline
+    from ddpm_hub.sampling import sampling_pipeline
 
     unet, scheduler = load_pipeline_parts(folder)
     started = time.perf_counter()
-    images = quantize(to_nchw(generate(sampling_pipeline(unet, scheduler.config, kind), num_samples,
-                                       num_inference_steps=steps, batch_size=batch_size, seed=seed)))
+    images = draw(sampling_pipeline(unet, scheduler.config, kind), steps, num_samples, batch_size, seed)
     return images, time.perf_counter() - started
+
+
+def draw(pipeline, steps: int, num_samples: int, batch_size: int, seed: int):
+    """num_samples images from `pipeline` in `steps` steps, batches of batch_size, sampling seed `seed`, quantised
+    to 8 bits as saved images are ([N x 1 x 16 x 16] in [-1, 1])."""
+    from ddpm_hub.pixels import quantize, to_nchw
+    from ddpm_hub.sampling import generate
+
+    return quantize(to_nchw(generate(pipeline, num_samples, num_inference_steps=steps, batch_size=batch_size,
+                                     seed=seed)))
 
 
 def distances(images) -> dict:

@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from default_vs_example import distances, sample  # noqa: E402
+from default_vs_example import distances, draw, sample  # noqa: E402
 
 NEAR_BLACK_LEVEL = 3
 
@@ -79,12 +79,7 @@ def sample_saved(folder: Path, steps: int, num_samples: int, batch_size: int, se
     them (e.g. a distilled student's DDIMPipeline, sampled in the steps it was distilled for)."""
     from diffusers import DiffusionPipeline
 
-    from ddpm_hub.pixels import quantize, to_nchw
-    from ddpm_hub.sampling import generate
-
-    pipeline = DiffusionPipeline.from_pretrained(folder)
-    return quantize(to_nchw(generate(pipeline, num_samples, num_inference_steps=steps, batch_size=batch_size,
-                                     seed=seed)))
+    return draw(DiffusionPipeline.from_pretrained(folder), steps, num_samples, batch_size, seed)
 
 
 def distances_by_size(images) -> dict[int, dict]:
