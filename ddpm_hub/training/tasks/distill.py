@@ -74,10 +74,10 @@ class DistillTask(Task):
         group.add_argument("--teacher", default=None,
                            help="the pipeline folder to distill: a DDPMPipeline (what train_ddpm.py writes) or another "
                                 "folder with an unconditional UNet2DModel and its scheduler")
-        group.add_argument("--distill_start_steps", type=int, default=16,
+        group.add_argument("--distill_start_steps", type=int, default=32,
                            help="the teacher's DDIM step count that the first round halves (at most T): students "
-                                "reproduce it, so start where the teacher's DDIM is best (16 on the default digits "
-                                "model: its DDIM 128 is worse, docs/benchmarks.md#progressive-distillation)")
+                                "reproduce it, so start where the teacher's DDIM is best (32 on the default digits "
+                                "model: its DDIM 16 and 64 are worse, docs/benchmarks.md#progressive-distillation)")
         group.add_argument("--distill_steps", type=int, default=4,
                            help="the last student's step count: --distill_start_steps divided by a power of two")
         group.add_argument("--distill_round_steps", type=int, default=400, help="optimizer updates per round")
