@@ -107,7 +107,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     classifier = load_digits_classifier()
     rows = []
     start = timings.get("start_steps") or args.start_steps
-    start_row = [] if ("DDIM", "ddim", start) in TEACHER_ROWS else [("DDIM", "ddim", start)]  # e.g. 32, the default start
+    # the start's own DDIM row (32, the default start) where TEACHER_ROWS lacks it
+    start_row = [] if ("DDIM", "ddim", start) in TEACHER_ROWS else [("DDIM", "ddim", start)]
     for label, kind, steps in [*TEACHER_ROWS[:4], *start_row, *TEACHER_ROWS[4:]]:
         rows.append({"model": "teacher", "sampler": label, **score(sampling_pipeline(unet, scheduler.config, kind),
                                                                     steps, args, classifier)})
