@@ -41,8 +41,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--output_dir", default=None, help="where the distillation writes (default: TEACHER-distilled)")
     p.add_argument("--distilled", default=None, help="score this finished distillation instead of running one")
     p.add_argument("--distill_flags", default="", help="more train_ddpm.py flags for the distillation, one string")
-    p.add_argument("--start_steps", type=int, default=32,
-                   help="with --distilled: the --distill_start_steps it was made with (its teacher's DDIM row)")
+    p.add_argument("--start_steps", type=int, default=None,
+                   help="with --distilled: the --distill_start_steps it was made with (its teacher's DDIM row; "
+                        "default: train_ddpm.py's)")
     p.add_argument("--num_samples", type=int, default=256)
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="sampling seeds: each row is scored once per seed and the table gives mean +- std (at 256 "
@@ -64,6 +65,13 @@ def distill(args: argparse.Namespace) -> tuple[Path, dict]:
     timings = {"wall_seconds": summary.wall_seconds, "round_seconds": dict(zip(rounds, summary.phase_seconds)),
                "start_steps": flags.distill_start_steps, "round_steps": flags.distill_round_steps}
     return output_dir, timings
+
+
+def default_start_steps() -> int:
+    """train_ddpm.py's default --distill_start_steps, read from its parser rather than repeated here."""
+    import train_ddpm
+
+    return train_ddpm.parse_args(["--task", "distill", "--teacher", "unused"]).distill_start_steps
 
 
 def score(pipeline, steps: int, args: argparse.Namespace, classifier) -> dict:
@@ -106,7 +114,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         distilled, timings = distill(args)
     classifier = load_digits_classifier()
     rows = []
-    start = timings.get("start_steps") or args.start_steps
+    start = timings.get("start_steps") or args.start_steps or default_start_steps()
     # the start's own DDIM row (32, the default start) where TEACHER_ROWS lacks it
     start_row = [] if ("DDIM", "ddim", start) in TEACHER_ROWS else [("DDIM", "ddim", start)]
     for label, kind, steps in [*TEACHER_ROWS[:4], *start_row, *TEACHER_ROWS[4:]]:

@@ -77,7 +77,7 @@ class DistillTask(Task):
         group.add_argument("--distill_start_steps", type=int, default=32,
                            help="the teacher's DDIM step count that the first round halves (at most T): students "
                                 "reproduce it, so start where the teacher's DDIM is best (32 on the default digits "
-                                "model: its DDIM 16 and 64 are worse, docs/benchmarks.md#progressive-distillation)")
+                                "model: its DDIM 16 and 64 are worse, docs/benchmarks.md#starting-at-ddim-32-stop-29)")
         group.add_argument("--distill_steps", type=int, default=4,
                            help="the last student's step count: --distill_start_steps divided by a power of two")
         group.add_argument("--distill_round_steps", type=int, default=400, help="optimizer updates per round")
